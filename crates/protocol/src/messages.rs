@@ -1,0 +1,204 @@
+//! The `data` of every frame: one struct per request and per server message.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Code, Delivery, RawEvent};
+
+/// Where a resubscribing client left off: the channel's epoch and the last offset it saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recover {
+    /// The epoch the client saw; a different epoch means history was lost.
+    pub epoch: String,
+    /// The last offset the client processed (0 when it saw none).
+    pub offset: u64,
+}
+
+/// `subscribe`: join a channel, optionally recovering missed publications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribe {
+    /// The channel name, e.g. `ticket:42`.
+    pub channel: String,
+    /// Resume after this position; missed publications follow the reply as `message` frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recover: Option<Recover>,
+    /// Only these event types are delivered on this subscription; all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+}
+
+/// `unsubscribe`: leave a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsubscribe {
+    /// The channel to leave.
+    pub channel: String,
+}
+
+/// `publish`: send an event to every subscriber of a channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Publish {
+    /// The target channel.
+    pub channel: String,
+    /// The event.
+    pub event: RawEvent,
+    /// Override the event type's default delivery class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+}
+
+/// A request that names only a channel: `typing` and `presence`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRef {
+    /// The channel.
+    pub channel: String,
+}
+
+/// A channel the server subscribed the connection to by itself (the personal `user:{id}`
+/// channel, or the channel bound by the route), with its position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelPosition {
+    /// The channel.
+    pub channel: String,
+    /// Its current epoch.
+    pub epoch: String,
+    /// Its latest offset (0 when nothing was published yet).
+    pub offset: u64,
+}
+
+/// `connected`: the first frame of every accepted connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connected {
+    /// Unique id of this connection.
+    pub session_id: String,
+    /// The authenticated user (the token's `sub`).
+    pub user_id: String,
+    /// The protocol major version spoken on this connection.
+    pub protocol: u32,
+    /// The server sends a WebSocket ping this often; a client that hears nothing for
+    /// `heartbeat_ms + heartbeat_timeout_ms` should reconnect.
+    pub heartbeat_ms: u64,
+    /// Grace period after a missed heartbeat.
+    pub heartbeat_timeout_ms: u64,
+    /// The largest frame the server accepts, in bytes.
+    pub max_frame_bytes: usize,
+    /// Channels joined automatically, with their positions.
+    pub subscriptions: Vec<ChannelPosition>,
+}
+
+/// `error`: a request failed, or the server warns before closing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable code; see [`Code`].
+    pub code: Code,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// `message`: one publication delivered to a subscriber.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageBody {
+    /// The channel it was published to (`broadcast` for [`broadcast`](crate) events).
+    pub channel: String,
+    /// Position in the channel, gap-free and increasing. Absent for ephemeral publications,
+    /// which are neither stored nor recoverable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The channel's epoch; offsets are comparable only within one epoch.
+    pub epoch: String,
+    /// Server time of publication, milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// The publishing user, when a user published it (absent for back-end publications).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// The event.
+    pub event: RawEvent,
+}
+
+/// `user_joined` / `user_left`: presence changes in a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceChange {
+    /// The channel.
+    pub channel: String,
+    /// The user who joined (first connection) or left (last connection).
+    pub user_id: String,
+}
+
+/// `typing` from the server: another member is typing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingNotice {
+    /// The channel.
+    pub channel: String,
+    /// Who is typing.
+    pub user_id: String,
+}
+
+/// `shutdown`: the server is going away; reconnect after the given delay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shutdown {
+    /// Why (e.g. `restart`).
+    pub reason: String,
+    /// Jittered per connection so clients do not reconnect all at once.
+    pub reconnect_after_ms: u64,
+}
+
+/// One member of a channel in a presence reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The user.
+    pub user_id: String,
+    /// How many of the user's connections are in the channel.
+    pub connections: u32,
+}
+
+/// `reply`: the successful result of the request with the same `id`.
+///
+/// `kind` names the request it answers, so a reply decodes without knowing the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Reply {
+    /// Answer to `subscribe`.
+    Subscribe {
+        /// The channel joined.
+        channel: String,
+        /// The channel's epoch.
+        epoch: String,
+        /// The channel's latest offset when the subscription started.
+        offset: u64,
+        /// With `recover`: whether every missed publication follows this reply
+        /// (`false`: history did not reach back far enough or the epoch changed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// With `recover`: how many missed publications follow this reply.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        missed: Option<u64>,
+    },
+    /// Answer to `unsubscribe`.
+    Unsubscribe {
+        /// The channel left.
+        channel: String,
+    },
+    /// Answer to `publish`.
+    Publish {
+        /// The channel.
+        channel: String,
+        /// The publication's offset (absent for ephemeral publications).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        /// The channel's epoch.
+        epoch: String,
+        /// How many connections on this node it was queued for.
+        delivered: u64,
+    },
+    /// Answer to `presence`.
+    Presence {
+        /// The channel.
+        channel: String,
+        /// Its members, one entry per user.
+        members: Vec<Member>,
+    },
+    /// Answer to `typing` (only when the request carried an `id`).
+    Typing {
+        /// The channel.
+        channel: String,
+    },
+}

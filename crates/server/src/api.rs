@@ -1,0 +1,312 @@
+//! The HTTP API for back ends (`/api/*`, bearer API key) and the open `/healthz`,
+//! `/metrics` and `/api/openapi.json`.
+
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tidings_protocol::{Delivery, Level, Notification, RawEvent};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::server::{PublishError, Stats, Tidings};
+
+/// `POST /api/publish` body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct PublishBody {
+    /// Target channel.
+    channel: String,
+    /// `{"type": "...", "data": {...}}`.
+    #[schema(value_type = Object)]
+    event: RawEvent,
+    /// `reliable` (default for most types) or `ephemeral`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    delivery: Option<Delivery>,
+}
+
+/// `POST /api/publish` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PublishAnswer {
+    /// Offset given to the publication (absent for ephemeral ones).
+    offset: Option<u64>,
+    /// The channel's epoch.
+    epoch: String,
+    /// Connections on this node it was queued for.
+    delivered: usize,
+}
+
+/// `POST /api/notify/user/{id}` body: the notification's fields.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct NotifyBody {
+    title: Option<String>,
+    message: String,
+    /// `info` | `success` | `warning` | `error`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    level: Level,
+    #[schema(value_type = Option<Object>)]
+    data: Option<serde_json::Value>,
+}
+
+/// `POST /api/broadcast` body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct BroadcastBody {
+    /// `{"type": "...", "data": {...}}`.
+    #[schema(value_type = Object)]
+    event: RawEvent,
+}
+
+/// How many connections a notify or broadcast reached.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Delivered {
+    delivered: usize,
+}
+
+/// `GET /api/users/{id}/status` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UserStatus {
+    user_id: String,
+    connected: bool,
+    connections: usize,
+}
+
+/// `GET /api/channels/{name}/members` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Members {
+    channel: String,
+    #[schema(value_type = Vec<Object>)]
+    members: Vec<tidings_protocol::messages::Member>,
+}
+
+/// `POST /api/users/{id}/disconnect` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Disconnected {
+    disconnected: usize,
+}
+
+/// Every API error: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ApiError {
+    error: ApiErrorBody,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ApiErrorBody {
+    code: &'static str,
+    message: String,
+}
+
+fn api_error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    let body = ApiError {
+        error: ApiErrorBody {
+            code,
+            message: message.into(),
+        },
+    };
+    (status, Json(body)).into_response()
+}
+
+impl IntoResponse for PublishError {
+    fn into_response(self) -> Response {
+        match self {
+            PublishError::Store(e) => api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
+            other => api_error(StatusCode::BAD_REQUEST, "bad_request", other.to_string()),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tidings HTTP API", description = "Publish, notify and inspect a Tidings node. Every /api route except this document needs `Authorization: Bearer <TIDINGS_API_KEY>`."),
+    paths(publish, notify_user, broadcast, stats, user_status, channel_members, disconnect_user),
+    components(schemas(PublishBody, PublishAnswer, NotifyBody, BroadcastBody, Delivered, UserStatus, Members, Disconnected, ApiError, ApiErrorBody, Stats)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API and the open endpoints, as one router with its state applied.
+pub(crate) fn routes(tidings: Tidings) -> Router {
+    let guarded = Router::new()
+        .route("/api/publish", post(publish))
+        .route("/api/notify/user/{id}", post(notify_user))
+        .route("/api/broadcast", post(broadcast))
+        .route("/api/stats", get(stats))
+        .route("/api/users/{id}/status", get(user_status))
+        .route("/api/channels/{name}/members", get(channel_members))
+        .route("/api/users/{id}/disconnect", post(disconnect_user))
+        .route_layer(middleware::from_fn_with_state(
+            tidings.clone(),
+            require_api_key,
+        ));
+    Router::new()
+        .merge(guarded)
+        .route(
+            "/api/openapi.json",
+            get(|| async { Json(ApiDoc::openapi()) }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .with_state(tidings)
+}
+
+async fn require_api_key(State(tidings): State<Tidings>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let expected = tidings.config().api_key.as_deref();
+    match (presented, expected) {
+        (Some(given), Some(key)) if constant_time_eq(given.trim().as_bytes(), key.as_bytes()) => {
+            next.run(request).await
+        }
+        (_, None) => api_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the server has no API key configured (TIDINGS_API_KEY)",
+        ),
+        _ => api_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong API key: send Authorization: Bearer <TIDINGS_API_KEY>",
+        ),
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a key matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics() -> Response {
+    match crate::metrics::render() {
+        Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics go to the application's own recorder",
+        )
+            .into_response(),
+    }
+}
+
+/// Publish an event to a channel.
+#[utoipa::path(post, path = "/api/publish", request_body = PublishBody,
+    responses((status = 200, body = PublishAnswer), (status = 400, body = ApiError), (status = 401, body = ApiError)),
+    security(("api_key" = [])))]
+async fn publish(
+    State(tidings): State<Tidings>,
+    Json(body): Json<PublishBody>,
+) -> Result<Json<PublishAnswer>, PublishError> {
+    let delivery = body
+        .delivery
+        .unwrap_or_else(|| body.event.default_delivery());
+    let published = tidings
+        .publish_raw(&body.channel, body.event, delivery)
+        .await?;
+    Ok(Json(PublishAnswer {
+        offset: published.offset,
+        epoch: published.epoch,
+        delivered: published.delivered,
+    }))
+}
+
+/// Send a notification to every connection of a user.
+#[utoipa::path(post, path = "/api/notify/user/{id}", request_body = NotifyBody,
+    params(("id" = String, Path, description = "user id (the token's sub)")),
+    responses((status = 200, body = Delivered), (status = 401, body = ApiError)),
+    security(("api_key" = [])))]
+async fn notify_user(
+    State(tidings): State<Tidings>,
+    Path(id): Path<String>,
+    Json(body): Json<NotifyBody>,
+) -> Result<Json<Delivered>, PublishError> {
+    let notification = Notification {
+        title: body.title,
+        message: body.message,
+        level: body.level,
+        data: body.data,
+    };
+    let delivered = tidings.notify_user(&id, &notification).await?;
+    Ok(Json(Delivered { delivered }))
+}
+
+/// Send an event to every connection.
+#[utoipa::path(post, path = "/api/broadcast", request_body = BroadcastBody,
+    responses((status = 200, body = Delivered), (status = 401, body = ApiError)),
+    security(("api_key" = [])))]
+async fn broadcast(
+    State(tidings): State<Tidings>,
+    Json(body): Json<BroadcastBody>,
+) -> Json<Delivered> {
+    Json(Delivered {
+        delivered: tidings.broadcast_raw(body.event),
+    })
+}
+
+/// Counts of connections, users, channels and deliveries on this node.
+#[utoipa::path(get, path = "/api/stats", responses((status = 200, body = Stats), (status = 401, body = ApiError)),
+    security(("api_key" = [])))]
+async fn stats(State(tidings): State<Tidings>) -> Json<Stats> {
+    Json(tidings.stats())
+}
+
+/// Whether a user is connected, and with how many connections.
+#[utoipa::path(get, path = "/api/users/{id}/status", params(("id" = String, Path, description = "user id")),
+    responses((status = 200, body = UserStatus), (status = 401, body = ApiError)),
+    security(("api_key" = [])))]
+async fn user_status(State(tidings): State<Tidings>, Path(id): Path<String>) -> Json<UserStatus> {
+    let connections = tidings.user_connections(&id);
+    Json(UserStatus {
+        user_id: id,
+        connected: connections > 0,
+        connections,
+    })
+}
+
+/// A channel's members.
+#[utoipa::path(get, path = "/api/channels/{name}/members", params(("name" = String, Path, description = "channel name")),
+    responses((status = 200, body = Members), (status = 401, body = ApiError)),
+    security(("api_key" = [])))]
+async fn channel_members(
+    State(tidings): State<Tidings>,
+    Path(name): Path<String>,
+) -> Json<Members> {
+    let members = tidings.channel_members(&name).await;
+    Json(Members {
+        channel: name,
+        members,
+    })
+}
+
+/// Close every connection of a user (close code 4006; clients do not reconnect).
+#[utoipa::path(post, path = "/api/users/{id}/disconnect", params(("id" = String, Path, description = "user id")),
+    responses((status = 200, body = Disconnected), (status = 401, body = ApiError)),
+    security(("api_key" = [])))]
+async fn disconnect_user(
+    State(tidings): State<Tidings>,
+    Path(id): Path<String>,
+) -> Json<Disconnected> {
+    Json(Disconnected {
+        disconnected: tidings.disconnect_user(&id),
+    })
+}

@@ -1,0 +1,306 @@
+//! Who is connecting (JWT verification) and what they may do (channel authorization).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::config::{JwtConfig, Policy};
+
+/// The JWT claims Tidings reads. Other claims are kept in `extra` for authorizers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id (a JSON string or number in the token).
+    #[serde(deserialize_with = "string_or_number")]
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch; the connection is closed with 4001 then.
+    pub exp: u64,
+    /// Channels the token allows (exact names, or prefixes ending in `*` like `ticket:*`).
+    /// When present, nothing else may be subscribed or published to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
+    /// Every other claim.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Sub {
+        Text(String),
+        Number(serde_json::Number),
+    }
+    Ok(match Sub::deserialize(d)? {
+        Sub::Text(s) => s,
+        Sub::Number(n) => n.to_string(),
+    })
+}
+
+/// Why a token was refused; every variant closes the connection with 4001.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No token in `?token=`, `Authorization: Bearer` or the subprotocol list.
+    #[error(
+        "missing token: pass ?token=, an Authorization: Bearer header or a tidings.token.<jwt> subprotocol"
+    )]
+    Missing,
+    /// The token's `exp` is in the past.
+    #[error("token expired")]
+    Expired,
+    /// Bad signature, wrong algorithm, malformed, wrong audience or issuer, empty `sub`.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// The server has no key configured to verify tokens.
+    #[error("the server has no JWT key configured")]
+    NotConfigured,
+}
+
+/// Why the server's JWT settings could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The PEM file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The PEM is neither an RSA nor an EC public key.
+    #[error("{path} holds no RSA or EC public key in PEM")]
+    Pem {
+        /// The file.
+        path: String,
+    },
+}
+
+/// Verifies client tokens. Built once from [`JwtConfig`].
+#[derive(Clone)]
+pub(crate) struct Authenticator {
+    key: Option<(DecodingKey, Validation)>,
+}
+
+impl Authenticator {
+    pub(crate) fn new(config: &JwtConfig) -> Result<Authenticator, KeyError> {
+        let key = if let Some(path) = &config.public_key_pem_file {
+            let pem = std::fs::read(path).map_err(|source| KeyError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let (key, algorithm) = if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+                (key, Algorithm::RS256)
+            } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
+                (key, Algorithm::ES256)
+            } else {
+                return Err(KeyError::Pem { path: path.clone() });
+            };
+            Some((key, validation(algorithm, config)))
+        } else {
+            config.secret.as_ref().map(|secret| {
+                (
+                    DecodingKey::from_secret(secret.as_bytes()),
+                    validation(Algorithm::HS256, config),
+                )
+            })
+        };
+        Ok(Authenticator { key })
+    }
+
+    pub(crate) fn verify(&self, token: Option<&str>) -> Result<Claims, AuthError> {
+        let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+        let (key, validation) = self.key.as_ref().ok_or(AuthError::NotConfigured)?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e.to_string()),
+            })?;
+        if data.claims.sub.is_empty() {
+            return Err(AuthError::Invalid("empty sub claim".to_owned()));
+        }
+        Ok(data.claims)
+    }
+}
+
+fn validation(algorithm: Algorithm, config: &JwtConfig) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    if let Some(aud) = &config.audience {
+        validation.set_audience(&[aud]);
+    } else {
+        validation.validate_aud = false;
+    }
+    if let Some(iss) = &config.issuer {
+        validation.set_issuer(&[iss]);
+    }
+    validation
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Makes an HS256 token for `sub` valid for `ttl_secs` (used by `tidings token`, `--dev` and
+/// tests; production tokens come from your identity provider).
+pub fn mint_token(
+    secret: &str,
+    sub: &str,
+    ttl_secs: u64,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let claims = Claims {
+        sub: sub.to_owned(),
+        exp: unix_now().saturating_add(ttl_secs),
+        channels: None,
+        extra: serde_json::Map::new(),
+    };
+    mint_claims(secret, &claims)
+}
+
+/// Makes an HS256 token with the given claims.
+pub fn mint_claims(secret: &str, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+}
+
+/// What a user wants to do with a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Join it (also covers `presence` and `typing`).
+    Subscribe,
+    /// Publish to it from a client connection.
+    Publish,
+}
+
+/// One access question put to the authorizer.
+#[derive(Debug, Clone)]
+pub struct AccessRequest {
+    /// The authenticated user.
+    pub user_id: Arc<str>,
+    /// The token's claims.
+    pub claims: Arc<Claims>,
+    /// The channel.
+    pub channel: String,
+    /// What the user wants.
+    pub action: Action,
+}
+
+/// The boxed future an authorizer returns.
+pub type AccessFuture = Pin<Box<dyn Future<Output = bool> + Send + 'static>>;
+
+/// An async hook deciding channel access: `true` allows.
+pub type AuthorizeFn = Arc<dyn Fn(AccessRequest) -> AccessFuture + Send + Sync>;
+
+/// The built-in checks every request passes before the application's hook.
+pub(crate) fn default_policy(policy: &Policy, request: &AccessRequest) -> bool {
+    if request.action == Action::Publish && !policy.client_publish {
+        return false;
+    }
+    if let Some(owner) = request.channel.strip_prefix("user:")
+        && owner != &*request.user_id
+        && !policy.foreign_user_channels
+    {
+        return false;
+    }
+    match &request.claims.channels {
+        None => true,
+        Some(allowed) => allowed
+            .iter()
+            .any(|pattern| channel_matches(pattern, &request.channel)),
+    }
+}
+
+/// `ticket:*` matches every channel starting with `ticket:`; anything else matches exactly.
+pub(crate) fn channel_matches(pattern: &str, channel: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => channel.starts_with(prefix),
+        None => pattern == channel,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(user: &str, channel: &str, channels: Option<Vec<String>>) -> AccessRequest {
+        AccessRequest {
+            user_id: user.into(),
+            claims: Arc::new(Claims {
+                sub: user.into(),
+                exp: 0,
+                channels,
+                extra: serde_json::Map::new(),
+            }),
+            channel: channel.into(),
+            action: Action::Subscribe,
+        }
+    }
+
+    #[test]
+    fn foreign_user_channels_are_refused_by_default() {
+        let policy = Policy::default();
+        assert!(default_policy(&policy, &request("7", "user:7", None)));
+        assert!(!default_policy(&policy, &request("7", "user:8", None)));
+        assert!(default_policy(&policy, &request("7", "ticket:1", None)));
+    }
+
+    #[test]
+    fn claim_channel_lists_restrict() {
+        let policy = Policy::default();
+        let only = Some(vec!["ticket:*".to_owned(), "lobby".to_owned()]);
+        assert!(default_policy(
+            &policy,
+            &request("7", "ticket:9", only.clone())
+        ));
+        assert!(default_policy(
+            &policy,
+            &request("7", "lobby", only.clone())
+        ));
+        assert!(!default_policy(&policy, &request("7", "lobby2", only)));
+    }
+
+    #[test]
+    fn tokens_verify_and_fail_with_reasons() -> Result<(), jsonwebtoken::errors::Error> {
+        let auth = Authenticator::new(&JwtConfig {
+            secret: Some("s3cret".into()),
+            ..JwtConfig::default()
+        })
+        .map_err(|_| jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)?;
+        let good = mint_token("s3cret", "42", 60)?;
+        assert_eq!(auth.verify(Some(&good)).map(|c| c.sub), Ok("42".to_owned()));
+        assert_eq!(auth.verify(None).err(), Some(AuthError::Missing));
+        let forged = mint_token("other", "42", 60)?;
+        assert!(matches!(
+            auth.verify(Some(&forged)),
+            Err(AuthError::Invalid(_))
+        ));
+        let mut old = Claims {
+            sub: "42".into(),
+            exp: unix_now() - 10,
+            channels: None,
+            extra: serde_json::Map::new(),
+        };
+        let expired = mint_claims("s3cret", &old)?;
+        assert_eq!(auth.verify(Some(&expired)).err(), Some(AuthError::Expired));
+        old.exp = unix_now() + 60;
+        old.sub = String::new();
+        let empty = mint_claims("s3cret", &old)?;
+        assert!(matches!(
+            auth.verify(Some(&empty)),
+            Err(AuthError::Invalid(_))
+        ));
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! Server settings: limits, heartbeats, auth keys, origins. Loaded from TOML, environment and
+//! flags by the binary; built in code by embedders.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything a Tidings node can be tuned with. `Config::default()` is a safe production
+/// baseline; every field can be set from the TOML file (same names, snake_case).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the `tidings` binary listens on.
+    pub bind: String,
+    /// Keys that verify client JWTs.
+    pub jwt: JwtConfig,
+    /// Bearer key for the HTTP API (`/api/*`); the API answers 401 to everyone when unset.
+    pub api_key: Option<String>,
+    /// Protection limits.
+    pub limits: Limits,
+    /// Server → client WebSocket ping period.
+    #[serde(with = "millis")]
+    pub heartbeat: Duration,
+    /// Grace after a missed heartbeat before a silent connection is closed with 4002.
+    #[serde(with = "millis")]
+    pub heartbeat_timeout: Duration,
+    /// Browser origins allowed to connect (`Origin` header); empty allows every origin.
+    /// Entries are exact (`https://app.example.com`) or `*` for any.
+    pub allowed_origins: Vec<String>,
+    /// Publications kept per channel for recovery (in memory in this version).
+    pub history_size: usize,
+    /// How long shutdown waits for connections to close before giving up.
+    #[serde(with = "millis")]
+    pub shutdown_deadline: Duration,
+    /// Upper bound of the jittered `reconnect_after_ms` sent in `shutdown` frames.
+    #[serde(with = "millis")]
+    pub shutdown_reconnect_spread: Duration,
+    /// Default channel policy of the standalone binary.
+    pub policy: Policy,
+}
+
+/// JWT verification keys. Exactly one kind is used: an HMAC secret (HS256) or a PEM public
+/// key (RS256 / ES256).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// HS256 shared secret.
+    pub secret: Option<String>,
+    /// Path to an RSA or EC public key in PEM (RS256 / ES256).
+    pub public_key_pem_file: Option<String>,
+    /// Required `aud` claim, if any.
+    pub audience: Option<String>,
+    /// Required `iss` claim, if any.
+    pub issuer: Option<String>,
+}
+
+/// Limits that keep one client from hurting the others.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted frame in bytes; larger closes with 4413.
+    pub max_frame_bytes: usize,
+    /// Sustained frames per second per connection.
+    pub rate_per_second: u32,
+    /// Burst above the sustained rate.
+    pub rate_burst: u32,
+    /// Rate-limit violations within one second of each other before the connection is closed
+    /// with 4008 (each earlier one gets an `error` 4008).
+    pub rate_violations_before_close: u32,
+    /// Channels one connection may hold (not counting its personal channel).
+    pub max_subscriptions: usize,
+    /// Simultaneous connections per user on this node; 0 = unlimited.
+    pub max_connections_per_user: usize,
+    /// Bytes of frames queued for one connection; past it ephemeral frames are dropped and a
+    /// must-deliver frame closes the connection with 4009.
+    pub outbound_queue_bytes: usize,
+    /// Frames queued for one connection (same rules as the byte bound).
+    pub outbound_queue_frames: usize,
+    /// WebSocket read buffer per connection; small keeps idle connections cheap.
+    pub read_buffer_bytes: usize,
+    /// Bytes collected before a socket write; frames beyond are still flushed at once.
+    pub write_buffer_bytes: usize,
+}
+
+/// The standalone binary's channel policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// Whether users may publish from their connections (the back end always may).
+    pub client_publish: bool,
+    /// Whether a user may subscribe to another user's `user:{id}` channel.
+    pub foreign_user_channels: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: "127.0.0.1:8000".to_owned(),
+            jwt: JwtConfig::default(),
+            api_key: None,
+            limits: Limits::default(),
+            heartbeat: Duration::from_secs(25),
+            heartbeat_timeout: Duration::from_secs(10),
+            allowed_origins: Vec::new(),
+            history_size: 1000,
+            shutdown_deadline: Duration::from_secs(10),
+            shutdown_reconnect_spread: Duration::from_secs(5),
+            policy: Policy::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 64 * 1024,
+            rate_per_second: 50,
+            rate_burst: 100,
+            rate_violations_before_close: 20,
+            max_subscriptions: 128,
+            max_connections_per_user: 64,
+            outbound_queue_bytes: 1024 * 1024,
+            outbound_queue_frames: 4096,
+            read_buffer_bytes: 4 * 1024,
+            write_buffer_bytes: 32 * 1024,
+        }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            client_publish: true,
+            foreign_user_channels: false,
+        }
+    }
+}
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for [`Config`].
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What was wrong.
+        source: toml::de::Error,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file; absent keys keep their defaults.
+    pub fn from_toml_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+}
+
+/// Durations in TOML are integer milliseconds (`heartbeat = 25000`).
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_only_what_it_names() -> Result<(), toml::de::Error> {
+        let config: Config = toml::from_str(
+            "api_key = \"k\"\nheartbeat = 1000\n[limits]\nmax_frame_bytes = 10\n[jwt]\nsecret = \"s\"\n",
+        )?;
+        assert_eq!(config.api_key.as_deref(), Some("k"));
+        assert_eq!(config.heartbeat, Duration::from_secs(1));
+        assert_eq!(config.limits.max_frame_bytes, 10);
+        assert_eq!(config.limits.rate_burst, Limits::default().rate_burst);
+        assert_eq!(config.jwt.secret.as_deref(), Some("s"));
+        assert!(toml::from_str::<Config>("nonsense = 1").is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,577 @@
+//! One WebSocket connection: the handshake checks, then a reader loop (decode → limits →
+//! request handling) and a writer task (outbox → socket, one flush per batch, heartbeats).
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tidings_protocol::messages::{Connected, Recover, Reply};
+use tidings_protocol::{
+    ClientFrame, ClientMessage, Code, PROTOCOL_VERSION, RawEvent, ServerFrame, ServerMessage,
+};
+use tokio::time::{Instant, sleep_until};
+
+use crate::auth::{Action, Claims};
+use crate::hub::{Asked, Conn};
+use crate::outbox::{Batch, Outbox};
+use crate::server::Shared;
+
+/// Who connected, decided during the HTTP upgrade.
+pub(crate) struct Admission {
+    pub(crate) claims: Claims,
+    /// A channel the route binds the connection to (e.g. `ticket:42` from the path).
+    pub(crate) bound_channel: Option<String>,
+}
+
+/// Closes a socket right after the upgrade with a code and reason (auth failures etc.).
+pub(crate) async fn refuse(mut socket: WebSocket, code: Code, reason: String) {
+    metrics::counter!("tidings_errors_total", "code" => code.name()).increment(1);
+    let frame = CloseFrame {
+        code: code.as_u16(),
+        reason: Utf8Bytes::from(reason),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        socket.send(Message::Close(Some(frame))),
+    )
+    .await;
+}
+
+/// Runs an admitted connection until it ends.
+pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocket, admission: Admission) {
+    let config = &shared.config;
+    let user_id: Arc<str> = Arc::from(admission.claims.sub.as_str());
+    let session_id = format!("{:016x}", rand::random::<u64>());
+    let outbox = Outbox::new(
+        config.limits.outbound_queue_bytes,
+        config.limits.outbound_queue_frames,
+    );
+    let Some(conn) = shared.hub.register(
+        session_id,
+        user_id.clone(),
+        outbox,
+        config.limits.max_connections_per_user,
+    ) else {
+        let reason = format!(
+            "user already has {} connections",
+            config.limits.max_connections_per_user
+        );
+        return refuse(socket, Code::TooManyConnections, reason).await;
+    };
+    metrics::gauge!("tidings_connections").increment(1.0);
+    tracing::debug!(session = %conn.session_id, user = %user_id, "connected");
+
+    let mut connection = Connection {
+        claims: Arc::new(admission.claims),
+        subscriptions: HashSet::new(),
+        automatic: Vec::new(),
+        limiter: rate_limiter(&shared),
+        violations: (Instant::now(), 0),
+        shared: shared.clone(),
+        conn: conn.clone(),
+    };
+    let (sink, stream) = socket.split();
+    let writer = tokio::spawn(write_loop(sink, conn.clone(), shared.config.heartbeat));
+    if connection.start(admission.bound_channel).await {
+        connection.read_loop(stream, writer).await;
+    } else {
+        finish_writer(writer).await;
+    }
+    let channels = std::mem::take(&mut connection.subscriptions);
+    shared.hub.unregister(&conn, channels).await;
+    metrics::gauge!("tidings_connections").decrement(1.0);
+    tracing::debug!(session = %conn.session_id, user = %user_id, "disconnected");
+}
+
+/// Lets the writer send what is queued and the close frame; a client that does not read
+/// gets its socket dropped after the deadline.
+async fn finish_writer(writer: tokio::task::JoinHandle<()>) {
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
+}
+
+fn rate_limiter(shared: &Shared) -> DefaultDirectRateLimiter {
+    let limits = &shared.config.limits;
+    let rate = NonZeroU32::new(limits.rate_per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(limits.rate_burst).unwrap_or(rate);
+    RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+}
+
+/// The reader side's state for one connection.
+struct Connection {
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    claims: Arc<Claims>,
+    /// Channels this connection is in, including the automatic ones.
+    subscriptions: HashSet<Arc<str>>,
+    /// Channels the server joined by itself (personal, route-bound): they cannot be left.
+    automatic: Vec<Arc<str>>,
+    limiter: DefaultDirectRateLimiter,
+    /// (start of the current one-second window, violations in it).
+    violations: (Instant, u32),
+}
+
+impl Connection {
+    /// Queues `connected`, then joins the personal and route-bound channels. False when the
+    /// connection was refused (the close is already queued).
+    async fn start(&mut self, bound_channel: Option<String>) -> bool {
+        let mut automatic = vec![tidings_protocol::user_channel(&self.conn.user_id)];
+        if let Some(channel) = bound_channel {
+            if !self.allowed(&channel, Action::Subscribe).await {
+                self.conn
+                    .outbox
+                    .close(Code::Forbidden, format!("access to {channel} denied"));
+                return false;
+            }
+            if !automatic.contains(&channel) {
+                automatic.push(channel);
+            }
+        }
+        // Read positions first and announce them in `connected`; then subscribe recovering
+        // from those positions, so whatever is published in between still arrives, after
+        // `connected` and in order.
+        let mut subscriptions = Vec::with_capacity(automatic.len());
+        for channel in &automatic {
+            match self.shared.hub.position(channel).await {
+                Ok(position) => subscriptions.push(tidings_protocol::messages::ChannelPosition {
+                    channel: channel.clone(),
+                    epoch: position.epoch.to_string(),
+                    offset: position.offset,
+                }),
+                Err(e) => {
+                    self.conn.outbox.close(Code::Unavailable, e.to_string());
+                    return false;
+                }
+            }
+        }
+        let config = &self.shared.config;
+        self.conn
+            .send(&ServerFrame::push(ServerMessage::Connected(Connected {
+                session_id: self.conn.session_id.clone(),
+                user_id: self.conn.user_id.to_string(),
+                protocol: PROTOCOL_VERSION,
+                heartbeat_ms: millis(config.heartbeat),
+                heartbeat_timeout_ms: millis(config.heartbeat_timeout),
+                max_frame_bytes: config.limits.max_frame_bytes,
+                subscriptions: subscriptions.clone(),
+            })));
+        for position in subscriptions {
+            let recover = Recover {
+                epoch: position.epoch,
+                offset: position.offset,
+            };
+            let joined = self
+                .shared
+                .hub
+                .subscribe(
+                    &self.conn,
+                    &position.channel,
+                    None,
+                    Some(recover),
+                    Asked::Automatically,
+                )
+                .await;
+            if let Err(e) = joined {
+                self.conn.outbox.close(Code::Unavailable, e.to_string());
+                return false;
+            }
+            let channel: Arc<str> = Arc::from(position.channel);
+            self.automatic.push(channel.clone());
+            self.subscriptions.insert(channel);
+        }
+        true
+    }
+
+    async fn read_loop(
+        &mut self,
+        mut stream: SplitStream<WebSocket>,
+        mut writer: tokio::task::JoinHandle<()>,
+    ) {
+        let config = self.shared.config.clone();
+        let silence_limit = config.heartbeat + config.heartbeat_timeout;
+        let silence = sleep_until(Instant::now() + silence_limit);
+        tokio::pin!(silence);
+        let expiry = sleep_until(token_deadline(self.claims.exp));
+        tokio::pin!(expiry);
+        loop {
+            tokio::select! {
+                _ = &mut writer => return,
+                () = self.conn.outbox.closed() => break,
+                () = &mut silence => {
+                    self.conn.outbox.close(Code::HeartbeatTimeout, "no frame within the heartbeat timeout");
+                    break;
+                }
+                () = &mut expiry => {
+                    self.conn.outbox.close(Code::Unauthenticated, "token expired");
+                    break;
+                }
+                frame = stream.next() => {
+                    silence.as_mut().reset(Instant::now() + silence_limit);
+                    match frame {
+                        Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
+                        Some(Ok(Message::Binary(_))) => {
+                            self.reply_error(None, Code::BadFrame, "binary frames are not supported; send JSON text");
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | None => {
+                            self.conn.outbox.close(Code::Normal, "");
+                            break;
+                        }
+                        Some(Err(e)) => {
+                            if is_size_error(e) {
+                                self.too_large();
+                            } else {
+                                self.conn.outbox.close(Code::Abnormal, "");
+                            }
+                            break;
+                        }
+                    }
+                    if self.conn.outbox.is_closing() {
+                        break;
+                    }
+                }
+            }
+        }
+        finish_writer(writer).await;
+    }
+
+    fn too_large(&self) {
+        let limit = self.shared.config.limits.max_frame_bytes;
+        metrics::counter!("tidings_errors_total", "code" => Code::FrameTooLarge.name())
+            .increment(1);
+        self.conn.outbox.close(
+            Code::FrameTooLarge,
+            format!("frame larger than {limit} bytes"),
+        );
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        metrics::counter!("tidings_frames_in_total").increment(1);
+        if text.len() > self.shared.config.limits.max_frame_bytes {
+            return self.too_large();
+        }
+        if self.limiter.check().is_err() {
+            return self.rate_limited(text);
+        }
+        match ClientFrame::decode(text) {
+            Ok(frame) => self.handle(frame).await,
+            Err(e) => self.reply_error(e.id, Code::BadFrame, &e.kind.to_string()),
+        }
+    }
+
+    fn rate_limited(&mut self, text: &str) {
+        let now = Instant::now();
+        let (window, count) = &mut self.violations;
+        if now.duration_since(*window) > Duration::from_secs(1) {
+            *window = now;
+            *count = 0;
+        }
+        *count += 1;
+        if *count > self.shared.config.limits.rate_violations_before_close {
+            metrics::counter!("tidings_errors_total", "code" => Code::RateLimited.name())
+                .increment(1);
+            self.conn
+                .outbox
+                .close(Code::RateLimited, "rate limit exceeded repeatedly");
+        } else {
+            // Best effort to answer the request it refused.
+            let id = ClientFrame::decode(text).ok().and_then(|f| f.id);
+            self.reply_error(id, Code::RateLimited, "rate limit exceeded; slow down");
+        }
+    }
+
+    fn reply_error(&self, id: Option<u64>, code: Code, message: &str) {
+        metrics::counter!("tidings_errors_total", "code" => code.name()).increment(1);
+        self.conn.send(&ServerFrame::error(id, code, message));
+    }
+
+    fn reply(&self, id: Option<u64>, reply: Reply) {
+        self.conn.send(&ServerFrame {
+            id,
+            message: ServerMessage::Reply(reply),
+        });
+    }
+
+    async fn allowed(&self, channel: &str, action: Action) -> bool {
+        // The broadcast pseudo-channel is the server's alone.
+        if channel == tidings_protocol::BROADCAST_CHANNEL {
+            return false;
+        }
+        self.shared
+            .authorize(&self.conn.user_id, &self.claims, channel, action)
+            .await
+    }
+
+    async fn handle(&mut self, frame: ClientFrame) {
+        let id = frame.id;
+        match frame.message {
+            ClientMessage::Ping => {
+                self.conn.send(&ServerFrame {
+                    id,
+                    message: ServerMessage::Pong,
+                });
+            }
+            ClientMessage::Subscribe(request) => {
+                let channel = request.channel;
+                if let Err(reason) = check_channel_name(&channel) {
+                    return self.reply_error(id, Code::BadFrame, &reason);
+                }
+                let already = self.subscriptions.contains(channel.as_str());
+                // The personal channel does not count against the limit.
+                let counted = self.subscriptions.len().saturating_sub(1);
+                if !already && counted >= self.shared.config.limits.max_subscriptions {
+                    let message = format!(
+                        "at most {} channels per connection",
+                        self.shared.config.limits.max_subscriptions
+                    );
+                    return self.reply_error(id, Code::TooManySubscriptions, &message);
+                }
+                if !self.allowed(&channel, Action::Subscribe).await {
+                    return self.reply_error(
+                        id,
+                        Code::Forbidden,
+                        &format!("access to {channel} denied"),
+                    );
+                }
+                let joined = self
+                    .shared
+                    .hub
+                    .subscribe(
+                        &self.conn,
+                        &channel,
+                        request.events,
+                        request.recover,
+                        Asked::Request(id),
+                    )
+                    .await;
+                match joined {
+                    Ok(_) => {
+                        self.subscriptions.insert(Arc::from(channel));
+                    }
+                    Err(e) => self.reply_error(id, Code::Unavailable, &e.to_string()),
+                }
+            }
+            ClientMessage::Unsubscribe(request) => {
+                if self.automatic.iter().any(|c| **c == *request.channel) {
+                    let message = format!(
+                        "{} was joined by the server and cannot be left",
+                        request.channel
+                    );
+                    return self.reply_error(id, Code::Forbidden, &message);
+                }
+                if self.subscriptions.remove(request.channel.as_str()) {
+                    self.shared
+                        .hub
+                        .unsubscribe(&self.conn, &request.channel)
+                        .await;
+                    self.reply(
+                        id,
+                        Reply::Unsubscribe {
+                            channel: request.channel,
+                        },
+                    );
+                } else {
+                    self.reply_error(
+                        id,
+                        Code::NotFound,
+                        &format!("not subscribed to {}", request.channel),
+                    );
+                }
+            }
+            ClientMessage::Publish(request) => {
+                if let Err(reason) = check_channel_name(&request.channel) {
+                    return self.reply_error(id, Code::BadFrame, &reason);
+                }
+                if let Err(e) = request.event.validate_standard() {
+                    let message = format!("invalid {} event: {e}", request.event.kind());
+                    return self.reply_error(id, Code::BadFrame, &message);
+                }
+                if !self.allowed(&request.channel, Action::Publish).await {
+                    return self.reply_error(
+                        id,
+                        Code::Forbidden,
+                        &format!("publishing to {} denied", request.channel),
+                    );
+                }
+                self.publish(id, request.channel, request.event, request.delivery)
+                    .await;
+            }
+            ClientMessage::Typing(request) => {
+                if self.shared.hub.typing(&self.conn, &request.channel).await {
+                    if id.is_some() {
+                        self.reply(
+                            id,
+                            Reply::Typing {
+                                channel: request.channel,
+                            },
+                        );
+                    }
+                } else {
+                    self.reply_error(
+                        id,
+                        Code::NotFound,
+                        &format!("not subscribed to {}", request.channel),
+                    );
+                }
+            }
+            ClientMessage::Presence(request) => {
+                if !self.subscriptions.contains(request.channel.as_str())
+                    && !self.allowed(&request.channel, Action::Subscribe).await
+                {
+                    return self.reply_error(
+                        id,
+                        Code::Forbidden,
+                        &format!("access to {} denied", request.channel),
+                    );
+                }
+                let members = self.shared.hub.members(&request.channel).await;
+                self.reply(
+                    id,
+                    Reply::Presence {
+                        channel: request.channel,
+                        members,
+                    },
+                );
+            }
+            _ => self.reply_error(id, Code::BadFrame, "unsupported request"),
+        }
+    }
+
+    async fn publish(
+        &self,
+        id: Option<u64>,
+        channel: String,
+        event: RawEvent,
+        delivery: Option<tidings_protocol::Delivery>,
+    ) {
+        let delivery = delivery.unwrap_or_else(|| event.default_delivery());
+        let sender = Some(self.conn.user_id.clone());
+        match self
+            .shared
+            .hub
+            .publish(&channel, event, sender, delivery)
+            .await
+        {
+            Ok(published) => self.reply(
+                id,
+                Reply::Publish {
+                    channel,
+                    offset: published.offset,
+                    epoch: published.epoch,
+                    delivered: published.delivered as u64,
+                },
+            ),
+            Err(e) => self.reply_error(id, Code::Unavailable, &e.to_string()),
+        }
+    }
+}
+
+/// Channel names: 1–255 bytes, no control characters, not the broadcast pseudo-channel.
+pub(crate) fn check_channel_name(channel: &str) -> Result<(), String> {
+    if channel.is_empty() || channel.len() > 255 {
+        return Err("channel names are 1 to 255 bytes".to_owned());
+    }
+    if channel.chars().any(char::is_control) {
+        return Err("channel names may not contain control characters".to_owned());
+    }
+    Ok(())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The instant a token with this `exp` expires.
+fn token_deadline(exp: u64) -> Instant {
+    let remaining = exp.saturating_sub(crate::auth::unix_now());
+    // Far-future tokens: cap the timer at a year (sleep_until overflows on huge values).
+    Instant::now() + Duration::from_secs(remaining.min(365 * 24 * 3600))
+}
+
+/// Whether a read error means the peer sent a frame above tungstenite's size cap.
+fn is_size_error(error: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
+    match error.into_inner().downcast::<Error>() {
+        Ok(e) => matches!(
+            *e,
+            Error::Capacity(CapacityError::MessageTooLong { .. }) | Error::Capacity(_)
+        ),
+        Err(_) => false,
+    }
+}
+
+/// Sends queued frames, one flush per batch, plus heartbeat pings; ends after a close order
+/// or when the socket fails.
+async fn write_loop(mut sink: SplitSink<WebSocket, Message>, conn: Arc<Conn>, heartbeat: Duration) {
+    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let batch = tokio::select! {
+            batch = conn.outbox.next_batch() => batch,
+            _ = ticker.tick() => Batch { ping: true, ..Batch::default() },
+        };
+        let Batch {
+            frames,
+            ping,
+            close,
+        } = batch;
+        let count = frames.len() as u64;
+        let mut result = Ok(());
+        for item in frames {
+            result = sink.feed(Message::Text(item.frame)).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() && ping {
+            result = sink.feed(Message::Ping(Default::default())).await;
+        }
+        if result.is_ok() {
+            // A client that stops reading stalls this flush; the outbox keeps bounding memory
+            // and a close order (4009) cannot be delivered to it anyway.
+            result = sink.flush().await;
+        }
+        metrics::counter!("tidings_frames_out_total").increment(count);
+        if result.is_err() {
+            conn.outbox.close(Code::Abnormal, "");
+            return;
+        }
+        if let Some(order) = close {
+            if order.code != Code::Abnormal {
+                let frame = CloseFrame {
+                    code: order.code.as_u16(),
+                    reason: Utf8Bytes::from(truncate_reason(order.reason)),
+                };
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    sink.send(Message::Close(Some(frame))),
+                )
+                .await;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+            return;
+        }
+    }
+}
+
+/// Close reasons are limited to 123 bytes by RFC 6455.
+fn truncate_reason(mut reason: String) -> String {
+    if reason.len() > 123 {
+        let mut end = 123;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}

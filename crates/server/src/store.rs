@@ -1,0 +1,319 @@
+//! Where publications are kept for recovery: the [`PublicationStore`] trait and its in-memory
+//! implementation. Durable stores (SQLite, PostgreSQL) implement the same trait.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use tidings_protocol::messages::MessageBody;
+use tidings_protocol::{RawEvent, ServerFrame, ServerMessage};
+
+/// A boxed, sendable future, so stores can be used as `dyn PublicationStore`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One stored publication.
+#[derive(Debug)]
+pub struct Publication {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// Its offset in the channel (`None` for ephemeral publications, never stored).
+    pub offset: Option<u64>,
+    /// The channel's epoch when it was published.
+    pub epoch: Arc<str>,
+    /// Milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// The publishing user, if a user published it.
+    pub sender: Option<Arc<str>>,
+    /// The event.
+    pub event: RawEvent,
+    /// The `message` frame, encoded once on first use and shared by every recipient.
+    frame: OnceLock<Utf8Bytes>,
+}
+
+impl Publication {
+    /// A publication with its position.
+    pub fn new(
+        channel: Arc<str>,
+        offset: Option<u64>,
+        epoch: Arc<str>,
+        ts: u64,
+        sender: Option<Arc<str>>,
+        event: RawEvent,
+    ) -> Publication {
+        Publication {
+            channel,
+            offset,
+            epoch,
+            ts,
+            sender,
+            event,
+            frame: OnceLock::new(),
+        }
+    }
+
+    /// The encoded `message` frame (computed once).
+    pub fn frame(&self) -> Utf8Bytes {
+        self.frame
+            .get_or_init(|| {
+                let frame = ServerFrame::push(ServerMessage::Message(MessageBody {
+                    channel: self.channel.to_string(),
+                    offset: self.offset,
+                    epoch: self.epoch.to_string(),
+                    ts: self.ts,
+                    sender: self.sender.as_deref().map(str::to_owned),
+                    event: self.event.clone(),
+                }));
+                Utf8Bytes::from(frame.encode())
+            })
+            .clone()
+    }
+}
+
+/// A channel's position: its epoch and latest offset (0 before the first publication).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// Changes only when the channel's history was lost.
+    pub epoch: Arc<str>,
+    /// The latest offset.
+    pub offset: u64,
+}
+
+/// The answer to "what did I miss since (epoch, offset)?".
+#[derive(Debug)]
+pub struct Recovery {
+    /// The channel's position now.
+    pub position: Position,
+    /// Whether `publications` is exactly everything after the requested offset.
+    pub recovered: bool,
+    /// The missed publications, in offset order (empty when not recovered).
+    pub publications: Vec<Arc<Publication>>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backing store is unreachable or failed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Keeps publications so that reconnecting clients can get what they missed.
+///
+/// The hub calls `append` and `recover` while holding the channel's lock, so per channel the
+/// calls never overlap: an implementation may rely on that for gap-free offsets.
+pub trait PublicationStore: Send + Sync + 'static {
+    /// Stores a publication and assigns its offset.
+    fn append<'a>(
+        &'a self,
+        channel: &'a Arc<str>,
+        ts: u64,
+        sender: Option<Arc<str>>,
+        event: RawEvent,
+    ) -> StoreFuture<'a, Result<Arc<Publication>, StoreError>>;
+
+    /// The channel's current position.
+    fn position<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Result<Position, StoreError>>;
+
+    /// Publications after `offset` if `epoch` is still the channel's epoch and history
+    /// reaches back far enough.
+    fn recover<'a>(
+        &'a self,
+        channel: &'a str,
+        epoch: &'a str,
+        offset: u64,
+    ) -> StoreFuture<'a, Result<Recovery, StoreError>>;
+}
+
+/// Keeps the last `capacity` publications of every channel in memory. History is lost on
+/// restart; a new epoch tells clients so (`recovered: false`).
+#[derive(Debug)]
+pub struct MemoryStore {
+    capacity: usize,
+    /// Random per process, so epochs from before a restart never match.
+    instance: String,
+    channels: DashMap<Arc<str>, Arc<Mutex<Log>>>,
+}
+
+#[derive(Debug)]
+struct Log {
+    epoch: Arc<str>,
+    last_offset: u64,
+    recent: VecDeque<Arc<Publication>>,
+}
+
+impl MemoryStore {
+    /// A store keeping `capacity` publications per channel.
+    pub fn new(capacity: usize) -> MemoryStore {
+        MemoryStore {
+            capacity,
+            instance: format!("{:08x}", rand::random::<u32>()),
+            channels: DashMap::new(),
+        }
+    }
+
+    fn log(&self, channel: &str) -> Arc<Mutex<Log>> {
+        if let Some(log) = self.channels.get(channel) {
+            return log.clone();
+        }
+        self.channels
+            .entry(Arc::from(channel))
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Log {
+                    epoch: Arc::from(self.instance.as_str()),
+                    last_offset: 0,
+                    recent: VecDeque::new(),
+                }))
+            })
+            .clone()
+    }
+}
+
+fn lock(log: &Mutex<Log>) -> std::sync::MutexGuard<'_, Log> {
+    log.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PublicationStore for MemoryStore {
+    fn append<'a>(
+        &'a self,
+        channel: &'a Arc<str>,
+        ts: u64,
+        sender: Option<Arc<str>>,
+        event: RawEvent,
+    ) -> StoreFuture<'a, Result<Arc<Publication>, StoreError>> {
+        Box::pin(async move {
+            let log = self.log(channel);
+            let mut log = lock(&log);
+            log.last_offset += 1;
+            let publication = Arc::new(Publication::new(
+                channel.clone(),
+                Some(log.last_offset),
+                log.epoch.clone(),
+                ts,
+                sender,
+                event,
+            ));
+            if self.capacity > 0 {
+                if log.recent.len() >= self.capacity {
+                    log.recent.pop_front();
+                }
+                log.recent.push_back(publication.clone());
+            }
+            Ok(publication)
+        })
+    }
+
+    fn position<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Result<Position, StoreError>> {
+        Box::pin(async move {
+            let position = match self.channels.get(channel) {
+                Some(log) => {
+                    let log = lock(&log);
+                    Position {
+                        epoch: log.epoch.clone(),
+                        offset: log.last_offset,
+                    }
+                }
+                None => Position {
+                    epoch: Arc::from(self.instance.as_str()),
+                    offset: 0,
+                },
+            };
+            Ok(position)
+        })
+    }
+
+    fn recover<'a>(
+        &'a self,
+        channel: &'a str,
+        epoch: &'a str,
+        offset: u64,
+    ) -> StoreFuture<'a, Result<Recovery, StoreError>> {
+        Box::pin(async move {
+            let Some(log) = self.channels.get(channel).map(|l| l.clone()) else {
+                let position = self.position(channel).await?;
+                // Nothing was ever published here: recovery from 0 in this epoch is complete.
+                let recovered = &*position.epoch == epoch && offset == 0;
+                return Ok(Recovery {
+                    position,
+                    recovered,
+                    publications: Vec::new(),
+                });
+            };
+            let log = lock(&log);
+            let position = Position {
+                epoch: log.epoch.clone(),
+                offset: log.last_offset,
+            };
+            let oldest_kept = log
+                .recent
+                .front()
+                .and_then(|p| p.offset)
+                .unwrap_or(log.last_offset + 1);
+            let reachable = offset + 1 >= oldest_kept;
+            if &*log.epoch != epoch || offset > log.last_offset || !reachable {
+                return Ok(Recovery {
+                    position,
+                    recovered: false,
+                    publications: Vec::new(),
+                });
+            }
+            let publications = log
+                .recent
+                .iter()
+                .filter(|p| p.offset.is_some_and(|o| o > offset))
+                .cloned()
+                .collect();
+            Ok(Recovery {
+                position,
+                recovered: true,
+                publications,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u64) -> RawEvent {
+        RawEvent::from_parts("n", &n).unwrap_or_else(|_| unreachable!())
+    }
+
+    #[tokio::test]
+    async fn offsets_are_gap_free_and_recovery_is_exact() -> Result<(), StoreError> {
+        let store = MemoryStore::new(3);
+        let channel: Arc<str> = "c".into();
+        for n in 1..=5 {
+            let p = store.append(&channel, 0, None, event(n)).await?;
+            assert_eq!(p.offset, Some(n));
+        }
+        let epoch = store.position("c").await?.epoch;
+        let r = store.recover("c", &epoch, 3).await?;
+        assert!(r.recovered);
+        let offsets: Vec<_> = r.publications.iter().filter_map(|p| p.offset).collect();
+        assert_eq!(offsets, vec![4, 5]);
+        // Offset 1 is gone (capacity 3 keeps 3..=5), so recovering after 1 fails.
+        assert!(store.recover("c", &epoch, 2).await?.recovered);
+        assert!(!store.recover("c", &epoch, 1).await?.recovered);
+        assert!(!store.recover("c", "other-epoch", 4).await?.recovered);
+        assert!(store.recover("c", &epoch, 5).await?.publications.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn frames_are_encoded_once_and_carry_the_offset() -> Result<(), StoreError> {
+        let store = MemoryStore::new(10);
+        let p = store
+            .append(&Arc::from("c"), 5, Some("u".into()), event(1))
+            .await?;
+        let frame = p.frame();
+        assert!(frame.as_str().contains(r#""offset":1"#));
+        assert!(frame.as_str().contains(r#""sender":"u""#));
+        assert_eq!(p.frame().as_str().as_ptr(), frame.as_str().as_ptr());
+        Ok(())
+    }
+}
