@@ -1,0 +1,252 @@
+//! The back-end Rust API and the HTTP API.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use tidings_protocol::{Level, Notification};
+
+#[tokio::test]
+async fn http_api_needs_the_key() {
+    let server = start().await;
+    for (method, path) in [
+        ("POST", "/api/publish"),
+        ("POST", "/api/notify/user/7"),
+        ("POST", "/api/broadcast"),
+        ("GET", "/api/stats"),
+        ("GET", "/api/users/7/status"),
+        ("GET", "/api/channels/c/members"),
+        ("POST", "/api/users/7/disconnect"),
+    ] {
+        let (status, body) = http(method, &server.http(path), None, Some(json!({}))).await;
+        assert_eq!(status, 401, "{method} {path}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+        let (status, _) = http(method, &server.http(path), Some("wrong"), Some(json!({}))).await;
+        assert_eq!(status, 401, "{method} {path} with a wrong key");
+    }
+    let (status, body) = http("GET", &server.http("/healthz"), None, None).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+}
+
+#[tokio::test]
+async fn notify_user_reaches_every_tab_and_counts_them() {
+    let server = start().await;
+    let mut tab1 = server.connect("7").await;
+    let mut tab2 = server.connect("7").await;
+    let mut other = server.connect("8").await;
+    let note = Notification {
+        title: Some("Report".into()),
+        message: "ready".into(),
+        level: Level::Success,
+        data: None,
+    };
+    assert_eq!(server.tidings.notify_user("7", &note).await.unwrap(), 2);
+    for tab in [&mut tab1, &mut tab2] {
+        let got = tab.recv().await;
+        assert_eq!(message(&got).channel, "user:7");
+        assert_eq!(
+            message(&got)
+                .event
+                .decode::<Notification>()
+                .unwrap()
+                .unwrap(),
+            note
+        );
+    }
+    other.expect_silence(200).await;
+
+    // The same over HTTP.
+    let (status, body) = http(
+        "POST",
+        &server.http("/api/notify/user/7"),
+        Some(API_KEY),
+        Some(json!({"message": "again", "level": "warning"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"delivered": 2})
+    );
+    let got = tab1.recv().await;
+    assert_eq!(as_json(&got)["data"]["event"]["data"]["level"], "warning");
+    assert_eq!(
+        server.tidings.notify_user("nobody", &note).await.unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn http_publish_broadcast_status_members_and_disconnect() {
+    let server = start().await;
+    let mut a = server.connect("a").await;
+    let mut b = server.connect("b").await;
+    a.subscribe("ticket:1").await;
+
+    let (status, body) = http(
+        "POST",
+        &server.http("/api/publish"),
+        Some(API_KEY),
+        Some(json!({"channel": "ticket:1", "event": {"type": "chat_message", "data": {"id": "m1", "content": "hi"}}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (answer["offset"].clone(), answer["delivered"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(message(&a.recv().await).sender, None);
+
+    let (status, body) = http(
+        "POST",
+        &server.http("/api/publish"),
+        Some(API_KEY),
+        Some(json!({"channel": "ticket:1", "event": {"type": "notification", "data": {"level": "nope"}}})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
+    let (_, body) = http(
+        "POST",
+        &server.http("/api/broadcast"),
+        Some(API_KEY),
+        Some(json!({"event": {"type": "maintenance:mode", "data": {"in_minutes": 5}}})),
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"delivered": 2})
+    );
+    for client in [&mut a, &mut b] {
+        let got = client.recv().await;
+        assert_eq!(
+            (message(&got).channel.as_str(), message(&got).offset),
+            ("broadcast", None)
+        );
+        assert_eq!(message(&got).event.kind(), "maintenance:mode");
+    }
+
+    let (_, body) = http(
+        "GET",
+        &server.http("/api/users/a/status"),
+        Some(API_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"user_id": "a", "connected": true, "connections": 1})
+    );
+    let (_, body) = http(
+        "GET",
+        &server.http("/api/users/zed/status"),
+        Some(API_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["connected"],
+        false
+    );
+    let (_, body) = http(
+        "GET",
+        &server.http("/api/channels/ticket:1/members"),
+        Some(API_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"channel": "ticket:1", "members": [{"user_id": "a", "connections": 1}]})
+    );
+    let (_, body) = http("GET", &server.http("/api/stats"), Some(API_KEY), None).await;
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (stats["connections"].clone(), stats["users"].clone()),
+        (json!(2), json!(2))
+    );
+
+    let (_, body) = http(
+        "POST",
+        &server.http("/api/users/b/disconnect"),
+        Some(API_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"disconnected": 1})
+    );
+    assert_eq!(b.expect_close().await.code, 4006);
+    assert!(server.tidings.is_user_connected("a"));
+    assert_eq!(server.tidings.connected_users(), vec!["a".to_owned()]);
+}
+
+#[tokio::test]
+async fn openapi_and_metrics_are_served() {
+    let server = start().await;
+    let mut client = server.connect("7").await;
+    client.ping_ok().await;
+    let (status, body) = http("GET", &server.http("/api/openapi.json"), None, None).await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    for path in [
+        "/api/publish",
+        "/api/notify/user/{id}",
+        "/api/broadcast",
+        "/api/stats",
+        "/api/users/{id}/status",
+        "/api/channels/{name}/members",
+        "/api/users/{id}/disconnect",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    let (status, body) = http("GET", &server.http("/metrics"), None, None).await;
+    assert_eq!(status, 200);
+    for name in [
+        "tidings_connections",
+        "tidings_frames_in_total",
+        "tidings_frames_out_total",
+    ] {
+        assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_sends_shutdown_then_closes_1012_and_refuses_new_connections() {
+    let server = start().await;
+    let mut client = server.connect("7").await;
+    let tidings = server.tidings.clone();
+    let stopping = tokio::spawn(async move { tidings.shutdown().await });
+    let frame = client.recv().await;
+    assert_eq!(frame.kind(), "shutdown");
+    let after = as_json(&frame)["data"]["reconnect_after_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(after <= 5000);
+    assert_eq!(
+        client.expect_close().await,
+        Closed {
+            code: 1012,
+            reason: "server restart".into()
+        }
+    );
+    stopping.await.unwrap();
+    assert_eq!(server.tidings.stats().connections, 0);
+    let refused = Client::open_with(&server.url("7"), &[]).await;
+    assert!(
+        refused.is_err(),
+        "new connections must be refused while shutting down"
+    );
+}
