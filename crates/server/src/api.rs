@@ -99,6 +99,28 @@ pub(crate) struct ApiErrorBody {
     message: String,
 }
 
+/// `Json` whose rejections are API errors (`bad_request` with serde's message), not text.
+pub(crate) struct ApiJson<T>(T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(api_error(
+                rejection.status(),
+                "bad_request",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
 fn api_error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
     let body = ApiError {
         error: ApiErrorBody {
@@ -215,7 +237,7 @@ async fn metrics() -> Response {
     security(("api_key" = [])))]
 async fn publish(
     State(tidings): State<Tidings>,
-    Json(body): Json<PublishBody>,
+    ApiJson(body): ApiJson<PublishBody>,
 ) -> Result<Json<PublishAnswer>, PublishError> {
     let delivery = body
         .delivery
@@ -238,7 +260,7 @@ async fn publish(
 async fn notify_user(
     State(tidings): State<Tidings>,
     Path(id): Path<String>,
-    Json(body): Json<NotifyBody>,
+    ApiJson(body): ApiJson<NotifyBody>,
 ) -> Result<Json<Delivered>, PublishError> {
     let notification = Notification {
         title: body.title,
@@ -256,7 +278,7 @@ async fn notify_user(
     security(("api_key" = [])))]
 async fn broadcast(
     State(tidings): State<Tidings>,
-    Json(body): Json<BroadcastBody>,
+    ApiJson(body): ApiJson<BroadcastBody>,
 ) -> Json<Delivered> {
     Json(Delivered {
         delivered: tidings.broadcast_raw(body.event),

@@ -23,6 +23,7 @@ use tidings_protocol::messages::{
 use tidings_protocol::{BROADCAST_CHANNEL, Code, Delivery, RawEvent, ServerFrame, ServerMessage};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use crate::broker::Broker;
 use crate::outbox::{Outbox, Outgoing, Pushed};
 use crate::store::{Position, Publication, PublicationStore, StoreError};
 
@@ -147,6 +148,8 @@ pub(crate) struct Hub {
     channels: DashMap<Arc<str>, Arc<Channel>>,
     users: DashMap<Arc<str>, HashMap<u64, Arc<Conn>>>,
     store: Arc<dyn PublicationStore>,
+    /// Other nodes, if any.
+    broker: Option<Arc<dyn Broker>>,
     next_conn: AtomicU64,
     pub(crate) counters: Counters,
 }
@@ -159,11 +162,12 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Hub {
-    pub(crate) fn new(store: Arc<dyn PublicationStore>) -> Hub {
+    pub(crate) fn new(store: Arc<dyn PublicationStore>, broker: Option<Arc<dyn Broker>>) -> Hub {
         Hub {
             channels: DashMap::new(),
             users: DashMap::new(),
             store,
+            broker,
             next_conn: AtomicU64::new(1),
             counters: Counters::default(),
         }
@@ -298,6 +302,7 @@ impl Hub {
             *count += 1;
             if *count == 1 {
                 state.tell_others(&conn.user_id, &presence_frame(true, channel, &conn.user_id));
+                self.announce(channel, &conn.user_id, true).await;
             }
         }
         Ok(ChannelPosition {
@@ -326,6 +331,7 @@ impl Hub {
                 &conn.user_id,
                 &presence_frame(false, channel, &conn.user_id),
             );
+            self.announce(channel, &conn.user_id, false).await;
         }
         true
     }
@@ -355,11 +361,37 @@ impl Hub {
             }
         };
         let delivered = self.fan_out(&state, &publication, delivery);
+        if let Some(broker) = &self.broker
+            && let Err(e) = broker.publish(&publication).await
+        {
+            tracing::warn!(channel, error = %e, "broker publish failed; remote nodes will recover");
+        }
+        drop(state);
         Ok(Published {
             offset: publication.offset,
             epoch: publication.epoch.to_string(),
             delivered,
         })
+    }
+
+    /// Tells other nodes about a first join or last leave on this node.
+    async fn announce(&self, channel: &str, user_id: &str, joined: bool) {
+        if let Some(broker) = &self.broker
+            && let Err(e) = broker.presence(channel, user_id, joined).await
+        {
+            tracing::warn!(channel, user_id, error = %e, "broker presence failed");
+        }
+    }
+
+    /// Delivers a publication that another node stored, to this node's subscribers.
+    pub(crate) async fn deliver_remote(&self, publication: &Publication) -> usize {
+        let state = self.lock(&publication.channel).await;
+        let delivery = if publication.offset.is_some() {
+            Delivery::Reliable
+        } else {
+            Delivery::Ephemeral
+        };
+        self.fan_out(&state, publication, delivery)
     }
 
     fn fan_out(

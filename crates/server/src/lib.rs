@@ -45,11 +45,13 @@
 //!   once and shared by every recipient.
 //! - `outbox`: a connection's bounded queue with delivery classes (coalesce, drop, 4009).
 //! - [`store`]: the [`PublicationStore`](store::PublicationStore) trait and the in-memory store.
+//! - [`broker`]: the seam for several nodes (cross-node fan-out and presence).
 //! - `api`: the HTTP API, `/healthz`, `/metrics`, `/api/openapi.json`.
 //! - [`auth`]: JWT verification, token minting, channel authorization.
 //! - [`config`]: every setting, with defaults and TOML loading.
 
 pub mod auth;
+pub mod broker;
 pub mod config;
 pub mod server;
 pub mod store;

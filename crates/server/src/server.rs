@@ -23,10 +23,11 @@ use tidings_protocol::{
 use crate::auth::{
     AccessRequest, Action, AuthError, Authenticator, AuthorizeFn, Claims, KeyError, default_policy,
 };
+use crate::broker::Broker;
 use crate::config::Config;
 use crate::hub::{Hub, Published};
 use crate::socket::{self, Admission};
-use crate::store::{MemoryStore, PublicationStore, StoreError};
+use crate::store::{MemoryStore, Publication, PublicationStore, StoreError};
 
 /// State shared by every connection and handler.
 pub(crate) struct Shared {
@@ -80,6 +81,7 @@ pub struct TidingsBuilder {
     config: Config,
     authorizer: Option<AuthorizeFn>,
     store: Option<Arc<dyn PublicationStore>>,
+    broker: Option<Arc<dyn Broker>>,
 }
 
 /// Why a node could not be built.
@@ -171,6 +173,12 @@ impl TidingsBuilder {
         self
     }
 
+    /// Connects this node to others through a broker (see [`crate::broker`]).
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
     /// Builds the node.
     pub fn build(self) -> Result<Tidings, BuildError> {
         crate::metrics::install();
@@ -180,7 +188,7 @@ impl TidingsBuilder {
             .unwrap_or_else(|| Arc::new(MemoryStore::new(self.config.history_size)));
         Ok(Tidings {
             shared: Arc::new(Shared {
-                hub: Hub::new(store),
+                hub: Hub::new(store, self.broker),
                 auth,
                 authorizer: self.authorizer,
                 config: self.config,
@@ -197,6 +205,7 @@ impl Tidings {
             config: Config::default(),
             authorizer: None,
             store: None,
+            broker: None,
         }
     }
 
@@ -293,6 +302,12 @@ impl Tidings {
     /// Broadcasts an event without a Rust type.
     pub fn broadcast_raw(&self, event: RawEvent) -> usize {
         self.shared.hub.broadcast(event)
+    }
+
+    /// Delivers a publication received from another node's [`Broker`] to this node's
+    /// subscribers; returns how many connections it reached.
+    pub async fn deliver_remote(&self, publication: &Publication) -> usize {
+        self.shared.hub.deliver_remote(publication).await
     }
 
     /// Whether the user has a connection on this node.
