@@ -161,3 +161,39 @@ fn now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+#[tokio::test]
+async fn rs256_and_es256_tokens_verify_with_pem_public_keys() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
+    let claims = Claims {
+        sub: "pem-user".into(),
+        exp: now() + 60,
+        channels: None,
+        extra: Default::default(),
+    };
+    for (algorithm, private, public) in [
+        (Algorithm::RS256, "rsa-private.pem", "rsa-public.pem"),
+        (Algorithm::ES256, "ec-private.pem", "ec-public.pem"),
+    ] {
+        let mut config = tidings_server::Config::default();
+        config.jwt.public_key_pem_file = Some(format!("{keys}/{public}"));
+        let server = start_config(config).await;
+        let pem = std::fs::read(format!("{keys}/{private}")).unwrap();
+        let key = match algorithm {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+            _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+        };
+        let token = encode(&Header::new(algorithm), &claims, &key).unwrap();
+        let mut client = Client::open(&format!("ws://{}/ws?token={token}", server.addr)).await;
+        assert_eq!(
+            as_json(&client.recv().await)["data"]["user_id"],
+            "pem-user",
+            "{algorithm:?}"
+        );
+        // An HS256 token signed with some secret is refused by a PEM-configured server.
+        let hs = tidings_server::mint_token("whatever", "x", 60).unwrap();
+        let mut refused = Client::open(&format!("ws://{}/ws?token={hs}", server.addr)).await;
+        assert_eq!(refused.expect_close().await.code, 4001);
+    }
+}
