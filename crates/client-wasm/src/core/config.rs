@@ -1,0 +1,276 @@
+//! Configuration of the core: where to connect, how to authenticate, how to back off.
+
+use std::time::Duration;
+
+/// Everything the core needs to know before it connects.
+///
+/// Build one with [`Config::new`] and adjust the public fields:
+///
+/// ```
+/// use std::time::Duration;
+/// use tidings_client::core::{Auth, Config};
+///
+/// let mut config = Config::new("wss://example.com/ws");
+/// config.auth = Auth::Token("eyJhbGciOi...".into());
+/// config.backoff.max_attempts = Some(10);
+/// config.request_timeout = Duration::from_secs(5);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// The WebSocket URL (`ws://` or `wss://`), without the token: the core appends
+    /// `token=` itself on every attempt, so a refreshed token replaces the old one.
+    pub url: String,
+    /// How the connection authenticates.
+    pub auth: Auth,
+    /// Delays between reconnect attempts.
+    pub backoff: Backoff,
+    /// How long a request (subscribe, publish, presence, unsubscribe) waits for its answer
+    /// once it was sent on a live connection. Time spent offline does not count: a queued
+    /// publish or a subscription waiting for the connection has no deadline.
+    pub request_timeout: Duration,
+    /// How long one connect attempt may take, from asking for a token to the server's
+    /// `connected` frame; an attempt that takes longer is abandoned and retried.
+    pub connect_timeout: Duration,
+    /// How many publishes made while not connected are kept for sending after the
+    /// connection is (re)established; one more fails at once with
+    /// [`ClientError::QueueFull`](crate::ClientError::QueueFull).
+    pub publish_queue: usize,
+}
+
+impl Config {
+    /// Defaults for `url`: no token, [`Backoff::default`], 10 s request and connect
+    /// timeouts, an offline queue of 1000 publications.
+    pub fn new(url: impl Into<String>) -> Config {
+        Config {
+            url: url.into(),
+            auth: Auth::None,
+            backoff: Backoff::default(),
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            publish_queue: 1000,
+        }
+    }
+}
+
+/// How the client obtains the token it puts in the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Auth {
+    /// No token (a server that authenticates by cookie or not at all).
+    None,
+    /// The same token on every attempt. A 4001 close is terminal: retrying cannot help.
+    Token(String),
+    /// Ask the driver for a fresh token before every attempt
+    /// ([`Output::NeedToken`](crate::core::Output::NeedToken)); the driver runs the
+    /// application's async provider and answers with
+    /// [`Input::Token`](crate::core::Input::Token). After a 4001 close the client retries
+    /// at once with a fresh token; a second 4001 in a row is terminal.
+    Provider,
+}
+
+/// Exponential backoff with full jitter between reconnect attempts.
+///
+/// The delay before retry number `n` (0 for the first retry after a drop) is drawn
+/// uniformly from `[0, min(max, min * factor^n)]` ("full jitter"): clients that dropped
+/// together spread out instead of reconnecting in waves. [`Backoff::delay`] is a pure
+/// function of `n` and a random number, so the sequence is easy to test.
+///
+/// The retry counter resets when a connection has stayed up for [`Backoff::reset_after`]:
+/// a server that accepts connections and drops them at once still sees growing delays,
+/// while a client whose hour-long connection dropped reconnects within `min`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Backoff {
+    /// The cap of the first retry's delay (default 500 ms).
+    pub min: Duration,
+    /// The largest delay (default 20 s).
+    pub max: Duration,
+    /// Growth of the cap per retry (default 2).
+    pub factor: f64,
+    /// Give up (close with the last close code) when this many reconnect attempts in a
+    /// row have failed; `None` (the default) retries forever.
+    pub max_attempts: Option<u32>,
+    /// A connection that lasted at least this long resets the retry counter (default 5 s).
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            min: Duration::from_millis(500),
+            max: Duration::from_secs(20),
+            factor: 2.0,
+            max_attempts: None,
+            reset_after: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Backoff {
+    /// Full jitter between `min` and `max`, with the other defaults (factor 2, forever,
+    /// reset after 5 s).
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max,
+            ..Backoff::default()
+        }
+    }
+
+    /// With another growth factor per retry (values below 1 count as 1).
+    pub fn with_factor(mut self, factor: f64) -> Backoff {
+        self.factor = factor;
+        self
+    }
+
+    /// Giving up after `attempts` failed reconnect attempts in a row.
+    pub fn with_max_attempts(mut self, attempts: u32) -> Backoff {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Resetting the retry counter after a connection lasted `duration`.
+    pub fn with_reset_after(mut self, duration: Duration) -> Backoff {
+        self.reset_after = duration;
+        self
+    }
+
+    /// The upper bound of retry `retry`'s delay: `min(max, min * factor^retry)`.
+    pub fn cap(&self, retry: u32) -> Duration {
+        let min_ms = millis(self.min) as f64;
+        let max_ms = millis(self.max);
+        let exponent = i32::try_from(retry).unwrap_or(i32::MAX);
+        let grown = min_ms * self.factor.max(1.0).powi(exponent);
+        // `as` saturates for floats (infinity becomes u64::MAX), so this cannot overflow.
+        let cap_ms = if grown.is_finite() {
+            grown as u64
+        } else {
+            u64::MAX
+        };
+        Duration::from_millis(cap_ms.min(max_ms))
+    }
+
+    /// The delay before retry `retry` (0-based), given a uniformly random `random`:
+    /// `random mod (cap + 1)` milliseconds, so always within `[0, cap(retry)]`.
+    pub fn delay(&self, retry: u32, random: u64) -> Duration {
+        let cap_ms = millis(self.cap(retry));
+        Duration::from_millis(random % cap_ms.saturating_add(1))
+    }
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Where the core gets the randomness for its jitter.
+///
+/// Any `FnMut() -> u64 + Send` closure is one (tests pass `|| 0`); [`SplitMix64`] is the
+/// default, seeded by the driver from the platform's randomness.
+pub trait RandomSource: Send {
+    /// The next uniformly distributed number.
+    fn next_u64(&mut self) -> u64;
+}
+
+impl<F: FnMut() -> u64 + Send> RandomSource for F {
+    fn next_u64(&mut self) -> u64 {
+        self()
+    }
+}
+
+/// SplitMix64: a tiny, fast, non-cryptographic generator, plenty for jitter.
+#[derive(Debug, Clone)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    /// A generator starting from `seed`; different seeds give unrelated sequences.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64 { state: seed }
+    }
+}
+
+impl RandomSource for SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// `url` with `token=<token>` appended to its query (percent-encoded), before any
+/// `#fragment`: `?token=` when the URL has no query yet, `&token=` when it has one.
+pub fn url_with_token(url: &str, token: Option<&str>) -> String {
+    let Some(token) = token else {
+        return url.to_owned();
+    };
+    let (base, fragment) = match url.find('#') {
+        Some(at) => url.split_at(at),
+        None => (url, ""),
+    };
+    let separator = match base.find('?') {
+        None => "?",
+        Some(_) if base.ends_with('?') || base.ends_with('&') => "",
+        Some(_) => "&",
+    };
+    let mut out = String::with_capacity(url.len() + token.len() + 8);
+    out.push_str(base);
+    out.push_str(separator);
+    out.push_str("token=");
+    for byte in token.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out.push_str(fragment);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_appended_to_any_url() {
+        let t = Some("a.b-c_d");
+        assert_eq!(url_with_token("ws://h/ws", t), "ws://h/ws?token=a.b-c_d");
+        assert_eq!(
+            url_with_token("ws://h/ws?room=1", t),
+            "ws://h/ws?room=1&token=a.b-c_d"
+        );
+        assert_eq!(url_with_token("ws://h/ws?", t), "ws://h/ws?token=a.b-c_d");
+        assert_eq!(
+            url_with_token("ws://h/ws#x", t),
+            "ws://h/ws?token=a.b-c_d#x"
+        );
+        assert_eq!(
+            url_with_token("ws://h/ws", Some("a+b/c=")),
+            "ws://h/ws?token=a%2Bb%2Fc%3D"
+        );
+        assert_eq!(url_with_token("ws://h/ws", None), "ws://h/ws");
+    }
+
+    #[test]
+    fn cap_grows_and_saturates() {
+        let b = Backoff::default();
+        assert_eq!(b.cap(0), Duration::from_millis(500));
+        assert_eq!(b.cap(1), Duration::from_millis(1000));
+        assert_eq!(b.cap(5), Duration::from_millis(16_000));
+        assert_eq!(b.cap(6), Duration::from_secs(20));
+        assert_eq!(b.cap(u32::MAX), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn splitmix_is_deterministic_per_seed() {
+        let (mut a, mut b, mut c) = (SplitMix64::new(1), SplitMix64::new(1), SplitMix64::new(2));
+        let (x, y, z) = (a.next_u64(), b.next_u64(), c.next_u64());
+        assert_eq!(x, y);
+        assert_ne!(x, z);
+    }
+}

@@ -1,0 +1,98 @@
+//! [`ClientError`]: every way a client operation can fail, in one enum.
+
+use std::time::Duration;
+
+use tidings_protocol::Code;
+
+/// Why a client operation (subscribe, publish, presence, ...) or the connection failed.
+///
+/// The enum is `Clone` and `PartialEq` so the same error can be handed to several waiters
+/// and compared in tests; causes from other crates are kept as their message text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server answered the request with an `error` frame.
+    #[error("server refused the request: {code}: {message}")]
+    Server {
+        /// The server's code; [`Code::is_retryable`] tells whether resending may help.
+        code: Code,
+        /// The server's explanation.
+        message: String,
+    },
+    /// No answer within the request timeout. For a publish the outcome is unknown: the
+    /// server may have stored the publication.
+    #[error("no answer from the server within {after:?}")]
+    Timeout {
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The client is closed (by [`close`](crate::core::Core::close), a terminal close code or
+    /// exhausted reconnect attempts), so the operation can never complete.
+    #[error("the client is closed: {code}: {reason}")]
+    Closed {
+        /// The close code that ended the client (1000 when the application closed it).
+        code: Code,
+        /// Why it closed.
+        reason: String,
+    },
+    /// The connection dropped while the request was in flight, and the request is one that
+    /// is not resent after reconnecting (presence).
+    #[error("the connection dropped before the server answered: {code}: {reason}")]
+    Disconnected {
+        /// The close code of the dropped connection.
+        code: Code,
+        /// Why it dropped.
+        reason: String,
+    },
+    /// The request needs a live connection (presence) and there is none right now.
+    #[error("not connected")]
+    NotConnected,
+    /// A publish made while offline found the offline queue full.
+    #[error("the offline publish queue is full ({capacity} publications are waiting)")]
+    QueueFull {
+        /// The configured bound, [`Config::publish_queue`](crate::core::Config::publish_queue).
+        capacity: usize,
+    },
+    /// The encoded frame is larger than the server accepts (`connected.max_frame_bytes`);
+    /// it was not sent, so the connection is not closed with 4413.
+    #[error("the frame is {size} bytes, the server accepts at most {max}")]
+    FrameTooLarge {
+        /// Size of the encoded frame in bytes.
+        size: usize,
+        /// The server's limit.
+        max: usize,
+    },
+    /// The application unsubscribed from the channel before its subscription completed.
+    #[error("unsubscribed from {channel} before the subscription completed")]
+    Unsubscribed {
+        /// The channel.
+        channel: String,
+    },
+    /// A frame or an event payload could not be decoded.
+    #[error("could not decode: {0}")]
+    Decode(String),
+    /// An event payload could not be encoded.
+    #[error("could not encode: {0}")]
+    Encode(String),
+    /// The transport (WebSocket) failed.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// An application handler panicked; the client caught it and carries on.
+    #[error("an event handler panicked: {0}")]
+    Handler(String),
+    /// The token provider failed.
+    #[error("the token provider failed: {0}")]
+    Token(String),
+}
+
+impl ClientError {
+    /// The protocol code behind this error, when there is one.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ClientError::Server { code, .. }
+            | ClientError::Closed { code, .. }
+            | ClientError::Disconnected { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! The native client: a tokio task drives the [core](crate::core) over tokio-tungstenite,
+//! and a cloneable [`Client`] handle talks to it.
+//!
+//! Every handle method sends a command to the task; handlers run on the task, one at a
+//! time, in the order the core emits events, so a handler for an event type sees that
+//! channel's publications in offset order, each once. Keep handlers short (spawn a task
+//! for slow work): while one runs, the client reads nothing.
+//!
+//! The task ends when [`Client::close`] is called or when every handle is dropped. A
+//! handler that captures a [`Client`] keeps the task alive until `close`.
+
+mod driver;
+mod handlers;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use tidings_protocol::messages::Member;
+use tidings_protocol::{Code, Delivery, Event, RawEvent};
+
+use crate::ClientError;
+use crate::core::{
+    Auth, Backoff, ClientEvent, Completion, Config, ConnectionEvent, Publication, PublishReply,
+    State, Subscribed,
+};
+use handlers::Handler;
+
+/// An async function returning a fresh token, called before every connect attempt.
+type TokenProvider =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+
+/// Where an operation's result goes.
+type ReplyTo = oneshot::Sender<Result<Completion, ClientError>>;
+
+/// What a handle asks of the driver task.
+enum Command {
+    Subscribe {
+        channel: String,
+        events: Option<Vec<String>>,
+        reply: ReplyTo,
+    },
+    Unsubscribe {
+        channel: String,
+        reply: ReplyTo,
+    },
+    Publish {
+        channel: String,
+        event: RawEvent,
+        delivery: Option<Delivery>,
+        reply: ReplyTo,
+    },
+    Presence {
+        channel: String,
+        reply: ReplyTo,
+    },
+    Typing {
+        channel: String,
+    },
+    AddHandler {
+        id: HandlerId,
+        handler: Handler,
+    },
+    RemoveHandler {
+        id: HandlerId,
+    },
+    Network {
+        online: bool,
+    },
+    Close {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Identifies a registered handler, for [`Client::off`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HandlerId(u64);
+
+/// Configures and starts a [`Client`]; from [`Client::builder`].
+#[must_use = "a builder does nothing until `connect` or `start`"]
+pub struct ClientBuilder {
+    config: Config,
+    provider: Option<TokenProvider>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &self.config.url)
+            .field("token_provider", &self.provider.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// Authenticates with the same token on every attempt.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.config.auth = Auth::Token(token.into());
+        self.provider = None;
+        self
+    }
+
+    /// Calls `provider` for a fresh token before every attempt. After a 4001 close the
+    /// client retries once at once with a new token; a second 4001 in a row is terminal.
+    /// A provider error counts as a failed attempt and is retried with backoff.
+    pub fn token_provider<F, Fut, E>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        self.config.auth = Auth::Provider;
+        self.provider = Some(Arc::new(move || {
+            let future = provider();
+            Box::pin(async move { future.await.map_err(|e| e.to_string()) })
+        }));
+        self
+    }
+
+    /// Reconnect delays (default: full jitter from 500 ms to 20 s, forever).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// How long a request waits for its answer on a live connection (default 10 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+
+    /// How long one connect attempt may take (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// How many publishes made while disconnected are kept (default 1000).
+    pub fn publish_queue(mut self, capacity: usize) -> Self {
+        self.config.publish_queue = capacity;
+        self
+    }
+
+    /// Starts the client and waits until the server accepted the first connection. Keeps
+    /// retrying through retryable failures (bound it with [`Backoff::max_attempts`] or
+    /// `tokio::time::timeout`); fails with [`ClientError::Closed`] on a terminal one.
+    /// Must be called within a tokio runtime.
+    pub async fn connect(self) -> Result<Client, ClientError> {
+        let (client, ready) = self.spawn();
+        match ready.await {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(ended()),
+        }
+    }
+
+    /// Starts the client without waiting: it connects in the background, and operations
+    /// made meanwhile wait for the connection (publishes are queued). Must be called within
+    /// a tokio runtime.
+    pub fn start(self) -> Client {
+        self.spawn().0
+    }
+
+    fn spawn(self) -> (Client, oneshot::Receiver<Result<(), ClientError>>) {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let (state_tx, state) = watch::channel(State::Idle);
+        let (ready_tx, ready) = oneshot::channel();
+        let driver = driver::Driver::new(self.config, self.provider, state_tx, ready_tx);
+        tokio::spawn(driver.run(receiver));
+        let client = Client {
+            shared: Arc::new(Shared {
+                commands,
+                state,
+                next_handler: AtomicU64::new(0),
+            }),
+        };
+        (client, ready)
+    }
+}
+
+/// What every clone of a [`Client`] shares.
+struct Shared {
+    commands: mpsc::UnboundedSender<Command>,
+    state: watch::Receiver<State>,
+    next_handler: AtomicU64,
+}
+
+/// A handle to a running client; cheap to clone, usable from any task.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), tidings_client::ClientError> {
+/// use tidings_client::Client;
+/// use tidings_protocol::Notification;
+///
+/// let client = Client::builder("ws://localhost:8080/ws").token("jwt").connect().await?;
+/// client.on::<Notification>(|note| println!("{}", note.message));
+/// client.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// The error of an operation whose driver task is gone.
+fn ended() -> ClientError {
+    ClientError::Closed {
+        code: Code::Normal,
+        reason: "the client has ended".to_owned(),
+    }
+}
+
+impl Client {
+    /// A builder for a client of the WebSocket endpoint `url` (`ws://` or `wss://`, the
+    /// latter with the `rustls` feature).
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            config: Config::new(url),
+            provider: None,
+        }
+    }
+
+    /// The connection state now.
+    pub fn state(&self) -> State {
+        *self.shared.state.borrow()
+    }
+
+    /// A receiver that sees every state change (for `changed().await`).
+    pub fn state_changes(&self) -> watch::Receiver<State> {
+        self.shared.state.clone()
+    }
+
+    fn send(&self, command: Command) -> bool {
+        self.shared.commands.send(command).is_ok()
+    }
+
+    /// Sends a command carrying a reply channel and waits for the result.
+    async fn request(
+        &self,
+        command: impl FnOnce(ReplyTo) -> Command,
+    ) -> Result<Completion, ClientError> {
+        let (reply, result) = oneshot::channel();
+        if !self.send(command(reply)) {
+            return Err(ended());
+        }
+        result.await.unwrap_or_else(|_| Err(ended()))
+    }
+
+    fn add_handler(&self, handler: Handler) -> HandlerId {
+        let id = HandlerId(self.shared.next_handler.fetch_add(1, Ordering::Relaxed));
+        self.send(Command::AddHandler { id, handler });
+        id
+    }
+
+    /// Calls `handler` with every publication of type `E` on any channel, in offset order
+    /// per channel. Publications of other types are skipped; one that does not decode as
+    /// `E` is reported as a [`ConnectionEvent::Error`].
+    pub fn on<E: Event>(&self, handler: impl FnMut(E) + Send + 'static) -> HandlerId {
+        self.add_handler(Handler::typed::<E>(None, handler))
+    }
+
+    /// Calls `handler` with every publication on any channel, undecoded, with its channel,
+    /// offset, epoch and sender.
+    pub fn on_publication(&self, handler: impl FnMut(&Publication) + Send + 'static) -> HandlerId {
+        self.add_handler(Handler::raw(None, handler))
+    }
+
+    /// Calls `handler` with every connection change: connecting, connected, disconnected
+    /// {code, reason}, reconnecting {attempt, delay}, closed {code, reason}, error.
+    pub fn on_state(&self, handler: impl FnMut(&ConnectionEvent) + Send + 'static) -> HandlerId {
+        self.add_handler(Handler::Connection(Box::new(handler)))
+    }
+
+    /// Calls `handler` with every client event (the above, plus subscriptions restored or
+    /// lost, presence changes and typing notices).
+    pub fn on_event(&self, handler: impl FnMut(&ClientEvent) + Send + 'static) -> HandlerId {
+        self.add_handler(Handler::Event(Box::new(handler)))
+    }
+
+    /// Removes a handler.
+    pub fn off(&self, id: HandlerId) {
+        self.send(Command::RemoveHandler { id });
+    }
+
+    /// A handle for `channel` without subscribing yet: register its handlers, then call
+    /// [`Subscription::subscribe`], and no publication can arrive before the handlers.
+    pub fn subscription(&self, channel: impl Into<String>) -> Subscription {
+        Subscription {
+            client: self.clone(),
+            channel: channel.into().into(),
+            events: None,
+        }
+    }
+
+    /// Subscribes to `channel` and returns its handle once the server confirmed (after
+    /// however many reconnects that takes). Publications arriving between the confirmation
+    /// and the registration of the handle's handlers reach only client-wide handlers; use
+    /// [`Client::subscription`] to register first when that matters.
+    pub async fn subscribe(&self, channel: impl Into<String>) -> Result<Subscription, ClientError> {
+        let subscription = self.subscription(channel);
+        subscription.subscribe().await?;
+        Ok(subscription)
+    }
+
+    /// Publishes `event` to `channel`, with `E`'s delivery class. Queued while
+    /// disconnected (see [`ClientError::QueueFull`]); resent after a reconnect when the
+    /// connection dropped before the reply, so the server may see it twice.
+    pub async fn publish<E: Event>(
+        &self,
+        channel: impl Into<String>,
+        event: &E,
+    ) -> Result<PublishReply, ClientError> {
+        let raw = RawEvent::new(event).map_err(|e| ClientError::Encode(e.to_string()))?;
+        let delivery = (E::DELIVERY != raw.default_delivery()).then_some(E::DELIVERY);
+        self.publish_raw(channel, raw, delivery).await
+    }
+
+    /// Publishes an already encoded event, optionally overriding its delivery class.
+    pub async fn publish_raw(
+        &self,
+        channel: impl Into<String>,
+        event: RawEvent,
+        delivery: Option<Delivery>,
+    ) -> Result<PublishReply, ClientError> {
+        let channel = channel.into();
+        let result = self
+            .request(|reply| Command::Publish {
+                channel,
+                event,
+                delivery,
+                reply,
+            })
+            .await?;
+        match result {
+            Completion::Published(reply) => Ok(reply),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The members of `channel` (needs a live connection).
+    pub async fn presence(&self, channel: impl Into<String>) -> Result<Vec<Member>, ClientError> {
+        let channel = channel.into();
+        match self
+            .request(|reply| Command::Presence { channel, reply })
+            .await?
+        {
+            Completion::Presence { members, .. } => Ok(members),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Leaves `channel` and removes the handlers registered on its [`Subscription`]s.
+    pub async fn unsubscribe(&self, channel: impl Into<String>) -> Result<(), ClientError> {
+        let channel = channel.into();
+        self.request(|reply| Command::Unsubscribe { channel, reply })
+            .await
+            .map(drop)
+    }
+
+    /// Tells the members of `channel` the user is typing (dropped when disconnected).
+    pub fn typing(&self, channel: impl Into<String>) {
+        self.send(Command::Typing {
+            channel: channel.into(),
+        });
+    }
+
+    /// Tells the client whether the network is up (e.g. from an OS notification): offline
+    /// drops the connection and pauses reconnecting; online reconnects at once.
+    pub fn set_online(&self, online: bool) {
+        self.send(Command::Network { online });
+    }
+
+    /// Closes the connection with 1000 and stops the client; operations still waiting
+    /// fail with [`ClientError::Closed`]. Returns once the close frame was sent.
+    pub async fn close(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.send(Command::Close { done }) {
+            let _ = finished.await;
+        }
+    }
+}
+
+fn unexpected(completion: &Completion) -> ClientError {
+    ClientError::Decode(format!("unexpected result {completion:?}"))
+}
+
+/// A channel of a [`Client`]: its own handlers, publish and presence.
+#[derive(Clone)]
+pub struct Subscription {
+    client: Client,
+    channel: Arc<str>,
+    events: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("channel", &self.channel)
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// The channel.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Subscribes to only these event types (call before [`Subscription::subscribe`]).
+    pub fn only(mut self, events: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.events = Some(events.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Subscribes (or confirms an existing subscription), restored after every reconnect
+    /// until [`Subscription::unsubscribe`].
+    pub async fn subscribe(&self) -> Result<Subscribed, ClientError> {
+        let channel = self.channel.to_string();
+        let events = self.events.clone();
+        let result = self
+            .client
+            .request(|reply| Command::Subscribe {
+                channel,
+                events,
+                reply,
+            })
+            .await?;
+        match result {
+            Completion::Subscribed(info) => Ok(info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Calls `handler` with this channel's publications of type `E`, in offset order.
+    pub fn on<E: Event>(&self, handler: impl FnMut(E) + Send + 'static) -> HandlerId {
+        let channel = Some(self.channel.to_string());
+        self.client
+            .add_handler(Handler::typed::<E>(channel, handler))
+    }
+
+    /// Calls `handler` with this channel's publications, undecoded.
+    pub fn on_publication(&self, handler: impl FnMut(&Publication) + Send + 'static) -> HandlerId {
+        let channel = Some(self.channel.to_string());
+        self.client.add_handler(Handler::raw(channel, handler))
+    }
+
+    /// Publishes `event` on this channel; see [`Client::publish`].
+    pub async fn publish<E: Event>(&self, event: &E) -> Result<PublishReply, ClientError> {
+        self.client.publish(self.channel.to_string(), event).await
+    }
+
+    /// The members of this channel.
+    pub async fn presence(&self) -> Result<Vec<Member>, ClientError> {
+        self.client.presence(self.channel.to_string()).await
+    }
+
+    /// Tells the members the user is typing.
+    pub fn typing(&self) {
+        self.client.typing(self.channel.to_string());
+    }
+
+    /// Leaves the channel and removes its handlers.
+    pub async fn unsubscribe(self) -> Result<(), ClientError> {
+        self.client.unsubscribe(self.channel.to_string()).await
+    }
+}
