@@ -288,7 +288,7 @@ impl Driver {
     fn release_ws(&mut self, frame: Option<CloseFrame>) {
         if let Some((_, mut ws)) = self.ws.take() {
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(frame)).await;
+                let _ = tokio::time::timeout(CLOSE_GRACE, Ws::close(&mut ws, frame)).await;
             });
         }
     }
@@ -315,6 +315,11 @@ impl Driver {
             }
             self.input(Input::TransportError { conn, message });
         }
+        self.publish_state();
+    }
+
+    /// Makes `Client::state()` show the core's state.
+    fn publish_state(&self) {
         let state = self.core.state();
         self.state.send_if_modified(|current| {
             let changed = *current != state;
@@ -380,6 +385,10 @@ impl Driver {
     }
 
     fn dispatch(&mut self, event: &ClientEvent) {
+        if let ClientEvent::Connection(_) = event {
+            // State first, so code woken by this event (e.g. `connect()`) sees it.
+            self.publish_state();
+        }
         match event {
             ClientEvent::Connection(ConnectionEvent::Connected(_)) => {
                 if let Some(ready) = self.ready.take() {
