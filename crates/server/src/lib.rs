@@ -45,6 +45,7 @@
 //!   once and shared by every recipient.
 //! - `outbox`: a connection's bounded queue with delivery classes (coalesce, drop, 4009).
 //! - [`store`]: the [`PublicationStore`](store::PublicationStore) trait and the in-memory store.
+//! - [`sql_store`]: durable stores on SQLite (one file) and PostgreSQL (several nodes).
 //! - [`broker`]: the seam for several nodes (cross-node fan-out and presence).
 //! - `api`: the HTTP API, `/healthz`, `/metrics`, `/api/openapi.json`.
 //! - [`auth`]: JWT verification, token minting, channel authorization.
@@ -54,6 +55,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod server;
+pub mod sql_store;
 pub mod store;
 
 mod api;

@@ -327,8 +327,11 @@ impl Connection {
                     return self.reply_error(id, Code::BadFrame, &reason);
                 }
                 let already = self.subscriptions.contains(channel.as_str());
-                // The personal channel does not count against the limit.
-                let counted = self.subscriptions.len().saturating_sub(1);
+                // Channels the server joined by itself do not count against the limit.
+                let counted = self
+                    .subscriptions
+                    .len()
+                    .saturating_sub(self.automatic.len());
                 if !already && counted >= self.shared.config.limits.max_subscriptions {
                     let message = format!(
                         "at most {} channels per connection",

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
@@ -99,6 +100,9 @@ pub enum StoreError {
     /// The backing store is unreachable or failed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store holds data it cannot read back (or was given a value it cannot keep).
+    #[error("store data invalid: {0}")]
+    Invalid(String),
 }
 
 /// Keeps publications so that reconnecting clients can get what they missed.
@@ -126,6 +130,33 @@ pub trait PublicationStore: Send + Sync + 'static {
         epoch: &'a str,
         offset: u64,
     ) -> StoreFuture<'a, Result<Recovery, StoreError>>;
+
+    /// At most `limit` stored publications of `channel` with `since < offset < before`, in
+    /// offset order. With `since`, the oldest of them (paging forward); without, the newest
+    /// (paging back from `before`, or from the latest). Stores keeping no history return none.
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        since: Option<u64>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<'a, Result<Vec<Arc<Publication>>, StoreError>> {
+        let _ = (channel, since, before, limit);
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Deletes what is beyond retention: all but the latest `max_count` publications of every
+    /// channel, and those older than `max_age`. Channels keep their position (offsets
+    /// continue); recovering from before the oldest kept publication then says
+    /// `recovered: false`. Returns how many publications were deleted.
+    fn prune(
+        &self,
+        max_count: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> StoreFuture<'_, Result<u64, StoreError>> {
+        let _ = (max_count, max_age);
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// Keeps the last `capacity` publications of every channel in memory. History is lost on
@@ -273,6 +304,66 @@ impl PublicationStore for MemoryStore {
             })
         })
     }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        since: Option<u64>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<'a, Result<Vec<Arc<Publication>>, StoreError>> {
+        Box::pin(async move {
+            let Some(log) = self.channels.get(channel).map(|l| l.clone()) else {
+                return Ok(Vec::new());
+            };
+            let log = lock(&log);
+            let after = since.unwrap_or(0);
+            let before = before.unwrap_or(u64::MAX);
+            let matching = log
+                .recent
+                .iter()
+                .filter(|p| p.offset.is_some_and(|o| o > after && o < before));
+            Ok(if since.is_some() {
+                matching.take(limit).cloned().collect()
+            } else {
+                let all: Vec<_> = matching.collect();
+                let skip = all.len().saturating_sub(limit);
+                all.into_iter().skip(skip).cloned().collect()
+            })
+        })
+    }
+
+    fn prune(
+        &self,
+        max_count: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> StoreFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            // Milliseconds since the Unix epoch, `max_age` ago.
+            let cutoff = max_age.map(|age| {
+                let then = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
+                let since = then.duration_since(UNIX_EPOCH).unwrap_or_default();
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+            let keep = max_count.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+            let mut deleted = 0;
+            for entry in self.channels.iter() {
+                let mut log = lock(entry.value());
+                let before = log.recent.len();
+                if let Some(keep) = keep {
+                    let excess = log.recent.len().saturating_sub(keep);
+                    log.recent.drain(..excess);
+                }
+                if let Some(cutoff) = cutoff {
+                    while log.recent.front().is_some_and(|p| p.ts < cutoff) {
+                        log.recent.pop_front();
+                    }
+                }
+                deleted += (before - log.recent.len()) as u64;
+            }
+            Ok(deleted)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -301,6 +392,36 @@ mod tests {
         assert!(!store.recover("c", &epoch, 1).await?.recovered);
         assert!(!store.recover("c", "other-epoch", 4).await?.recovered);
         assert!(store.recover("c", &epoch, 5).await?.publications.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn history_pages_and_prune_keeps_the_position() -> Result<(), StoreError> {
+        let store = MemoryStore::new(10);
+        let channel: Arc<str> = "c".into();
+        for n in 1..=6 {
+            store.append(&channel, n, None, event(n)).await?;
+        }
+        let offsets = |list: Vec<Arc<Publication>>| -> Vec<u64> {
+            list.iter().filter_map(|p| p.offset).collect()
+        };
+        assert_eq!(
+            offsets(store.history("c", None, None, 2).await?),
+            vec![5, 6]
+        );
+        assert_eq!(
+            offsets(store.history("c", None, Some(5), 2).await?),
+            vec![3, 4]
+        );
+        assert_eq!(
+            offsets(store.history("c", Some(1), Some(5), 9).await?),
+            vec![2, 3, 4]
+        );
+        assert!(store.history("other", None, None, 9).await?.is_empty());
+        // ts 1..=6 are all long ago: pruning by count keeps 4, by age deletes the rest.
+        assert_eq!(store.prune(Some(4), None).await?, 2);
+        assert_eq!(store.prune(None, Some(Duration::from_secs(60))).await?, 4);
+        assert_eq!(store.position("c").await?.offset, 6);
         Ok(())
     }
 

@@ -1,0 +1,588 @@
+//! Durable publication stores on SQL: SQLite (embedded, one file: the default for one node)
+//! and PostgreSQL (one database shared by several nodes). One [`SqlStore`] type, the same SQL
+//! text and the same logic for both; only connecting differs.
+//!
+//! # Offsets
+//! Every channel that was ever published to has a row `channels(name, epoch, last_offset)`.
+//! `append` runs one transaction: `UPDATE channels SET last_offset = last_offset + 1 …
+//! RETURNING` (creating the row first if needed) and the `INSERT` of the publication. The row
+//! lock (PostgreSQL) or the database write lock (SQLite, taken up front with
+//! `BEGIN IMMEDIATE`) serialises appends to a channel across tasks, store instances and
+//! processes, and a failed transaction rolls the counter back: offsets are gap-free and
+//! increase by one. `append` returns only after the commit.
+//!
+//! # Epochs
+//! A database gets one random epoch when a store first opens it (`store_meta`); a channel
+//! keeps the epoch written into its row when it is created, which is that one. So a channel
+//! nobody has published to yet already has its final epoch: `position` answers
+//! `(database epoch, 0)` without writing, and recovering from there after later publications
+//! works. Offsets and epochs survive restarts. A new (or wiped) database has a new epoch, so
+//! clients holding old positions are told `recovered: false`. Never delete channel rows by
+//! hand, and give a database restored from a backup a new `store_meta` epoch.
+//!
+//! # Recovery
+//! `recover(epoch, offset)` succeeds when the epoch matches, `offset <= last_offset`, and every
+//! publication after `offset` is still stored (so `offset >= oldest kept - 1`). It returns at
+//! most [`SqlStore::recovery_limit`] publications (default [`DEFAULT_RECOVERY_LIMIT`]): a
+//! client that missed more is told `recovered: false` and must reload its state.
+//!
+//! # Retention
+//! [`PublicationStore::prune`] deletes by count per channel and by age; channel rows stay, so
+//! offsets continue. Nothing prunes by itself: call it periodically.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tidings_protocol::RawEvent;
+
+use crate::store::{Position, Publication, PublicationStore, Recovery, StoreError, StoreFuture};
+
+mod sql;
+use sql::*;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The most publications one `recover` returns unless set with [`SqlStore::recovery_limit`].
+pub const DEFAULT_RECOVERY_LIMIT: u64 = 10_000;
+/// The PostgreSQL schema [`SqlStore::postgres`] keeps its tables (and migration history) in,
+/// apart from an application's own.
+pub const DEFAULT_SCHEMA: &str = "tidings";
+/// The file [`SqlStore::sqlite`] creates when given a directory.
+pub const SQLITE_FILE_NAME: &str = "tidings.db";
+
+/// How long a SQLite writer waits for another process's write lock.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read connections to a SQLite file (writes use one connection of their own).
+const SQLITE_READERS: u32 = 4;
+/// Connections to PostgreSQL per store.
+const POSTGRES_CONNECTIONS: u32 = 8;
+
+/// A connection pool to one of the supported databases.
+#[derive(Debug, Clone)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool: the same source serves both
+/// databases, type-checked for each.
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+impl Db {
+    /// Starts a write transaction: SQLite takes the write lock at once, so the transaction
+    /// never has to upgrade a read lock (which could fail instead of waiting).
+    fn begin_sql(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "BEGIN IMMEDIATE",
+            Db::Postgres(_) => "BEGIN",
+        }
+    }
+}
+
+/// A durable [`PublicationStore`] on SQLite or PostgreSQL. Cheap to clone (pools are shared).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use tidings_server::{Tidings, sql_store::SqlStore};
+///
+/// let store = SqlStore::sqlite("./data/").await?; // ./data/tidings.db, created if missing
+/// let tidings = Tidings::builder()
+///     .jwt_secret("change-me")
+///     .store(Arc::new(store))
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    writer: Db,
+    reader: Db,
+    /// The database's epoch: every channel's until history is lost.
+    epoch: Arc<str>,
+    recovery_limit: u64,
+}
+
+impl SqlStore {
+    /// Opens (creating it, its parent directories and its tables if missing) a SQLite database
+    /// in WAL mode with `synchronous = FULL`, so an acknowledged publication survives a crash
+    /// or power loss. `path` is the database file, or a directory (an existing one, or a path
+    /// ending in `/`) to keep [`SQLITE_FILE_NAME`] in. Another process may open the same file.
+    pub async fn sqlite(path: impl AsRef<Path>) -> Result<SqlStore, StoreError> {
+        let file = sqlite_file(path.as_ref());
+        SqlStore::open_sqlite_file(SqliteConnectOptions::new().filename(file)).await
+    }
+
+    /// A SQLite database in memory, gone when the store is dropped: for tests.
+    pub async fn sqlite_in_memory() -> Result<SqlStore, StoreError> {
+        let options = SqliteConnectOptions::new().in_memory(true);
+        // Only one connection ever sees this database: keep it open for the store's life.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(db_error)?;
+        SQLITE_MIGRATIONS.run(&pool).await.map_err(unavailable)?;
+        SqlStore::finish(Db::Sqlite(pool.clone()), Db::Sqlite(pool)).await
+    }
+
+    /// Connects to PostgreSQL (`postgres://user:password@host/database`) and keeps its tables
+    /// in the schema [`DEFAULT_SCHEMA`], created if missing. Several nodes may share it.
+    pub async fn postgres(url: &str) -> Result<SqlStore, StoreError> {
+        SqlStore::postgres_in_schema(url, DEFAULT_SCHEMA).await
+    }
+
+    /// Like [`SqlStore::postgres`] with another schema (ASCII letters, digits and `_`).
+    pub async fn postgres_in_schema(url: &str, schema: &str) -> Result<SqlStore, StoreError> {
+        let valid = !schema.is_empty()
+            && schema.len() <= 63
+            && !schema.starts_with(|c: char| c.is_ascii_digit())
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(StoreError::Invalid(format!("bad schema name {schema:?}")));
+        }
+        let options = PgConnectOptions::from_str(url)
+            .map_err(db_error)?
+            .options([("search_path", schema)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(POSTGRES_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(db_error)?;
+        ensure_schema(&pool, schema).await?;
+        POSTGRES_MIGRATIONS.run(&pool).await.map_err(unavailable)?;
+        tracing::info!(schema, "PostgreSQL publication store ready");
+        SqlStore::finish(Db::Postgres(pool.clone()), Db::Postgres(pool)).await
+    }
+
+    /// Opens the store a URL names: `sqlite://path/to/file.db`, `sqlite::memory:`, or
+    /// `postgres://…` / `postgresql://…` (in [`DEFAULT_SCHEMA`]), e.g. `DATABASE_URL`.
+    pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            SqlStore::postgres(url).await
+        } else if url.starts_with("sqlite:") {
+            if url.contains(":memory:") {
+                return SqlStore::sqlite_in_memory().await;
+            }
+            let options = SqliteConnectOptions::from_str(url).map_err(db_error)?;
+            SqlStore::open_sqlite_file(options).await
+        } else {
+            Err(StoreError::Invalid(
+                "database URL must start with sqlite: or postgres://".into(),
+            ))
+        }
+    }
+
+    /// At most `limit` publications per `recover`; a client that missed more is told
+    /// `recovered: false`.
+    pub fn recovery_limit(mut self, limit: u64) -> SqlStore {
+        self.recovery_limit = limit;
+        self
+    }
+
+    /// The database's epoch (the epoch of every channel created in it).
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Closes the connections (shared by every clone); later calls fail with
+    /// [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        for db in [&self.writer, &self.reader] {
+            on_db!(db, pool => pool.close().await);
+        }
+    }
+
+    async fn open_sqlite_file(options: SqliteConnectOptions) -> Result<SqlStore, StoreError> {
+        let file = options.get_filename().to_path_buf();
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .foreign_keys(true);
+        // One writer connection: appends of this process queue here instead of spinning on
+        // SQLite's lock; readers run beside it (WAL).
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(db_error)?;
+        SQLITE_MIGRATIONS.run(&writer).await.map_err(unavailable)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(SQLITE_READERS)
+            .connect_with(options)
+            .await
+            .map_err(db_error)?;
+        tracing::info!(file = %file.display(), "SQLite publication store ready");
+        SqlStore::finish(Db::Sqlite(writer), Db::Sqlite(reader)).await
+    }
+
+    /// Reads (creating it on first open) the database's epoch.
+    async fn finish(writer: Db, reader: Db) -> Result<SqlStore, StoreError> {
+        let candidate = format!("{:016x}", rand::random::<u64>());
+        let epoch: String = on_db!(&writer, pool => {
+            sqlx::query(INSERT_EPOCH)
+                .bind(&candidate)
+                .execute(pool)
+                .await
+                .map_err(db_error)?;
+            sqlx::query_scalar(SELECT_EPOCH)
+                .fetch_one(pool)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(SqlStore {
+            writer,
+            reader,
+            epoch: Arc::from(epoch),
+            recovery_limit: DEFAULT_RECOVERY_LIMIT,
+        })
+    }
+
+    /// The channel's row: (id, epoch, last offset).
+    async fn channel(&self, name: &str) -> Result<Option<(i64, Arc<str>, u64)>, StoreError> {
+        let row: Option<(i64, String, i64)> = on_db!(&self.reader, pool => {
+            sqlx::query_as(SELECT_CHANNEL)
+                .bind(name)
+                .fetch_optional(pool)
+                .await
+                .map_err(db_error)?
+        });
+        row.map(|(id, epoch, last)| Ok((id, self.shared_epoch(epoch), to_u64(last)?)))
+            .transpose()
+    }
+
+    /// `epoch` as an `Arc`, shared with the store's when equal (nearly always).
+    fn shared_epoch(&self, epoch: String) -> Arc<str> {
+        if *epoch == *self.epoch {
+            self.epoch.clone()
+        } else {
+            Arc::from(epoch)
+        }
+    }
+
+    fn publication(&self, channel: &Arc<str>, row: Row) -> Result<Arc<Publication>, StoreError> {
+        let (seq, epoch, ts, sender, kind, data) = row;
+        let data = RawValue::from_string(data).map_err(invalid)?;
+        let event = RawEvent::from_parts(kind, &data).map_err(invalid)?;
+        Ok(Arc::new(Publication::new(
+            channel.clone(),
+            Some(to_u64(seq)?),
+            self.shared_epoch(epoch),
+            to_u64(ts)?,
+            sender.map(Arc::from),
+            event,
+        )))
+    }
+
+    async fn do_append(
+        &self,
+        channel: &Arc<str>,
+        ts: u64,
+        sender: Option<Arc<str>>,
+        event: RawEvent,
+    ) -> Result<Arc<Publication>, StoreError> {
+        let ts_db = to_i64(ts)?;
+        let name: &str = channel;
+        let (seq, epoch): (i64, String) = on_db!(&self.writer, pool => {
+            let mut tx = pool.begin_with(self.writer.begin_sql()).await.map_err(db_error)?;
+            let bumped: Option<(i64, String, i64)> = sqlx::query_as(BUMP)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let (id, epoch, seq) = match bumped {
+                Some(row) => row,
+                None => {
+                    // First publication: create the row (another node may race us: then
+                    // ours does nothing), then bump it under its lock like any other.
+                    sqlx::query(CREATE_CHANNEL)
+                        .bind(name)
+                        .bind(&*self.epoch)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    sqlx::query_as(BUMP)
+                        .bind(name)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db_error)?
+                }
+            };
+            sqlx::query(INSERT_PUBLICATION)
+                .bind(id)
+                .bind(seq)
+                .bind(&epoch)
+                .bind(ts_db)
+                .bind(sender.as_deref())
+                .bind(event.kind())
+                .bind(event.data_json())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            (seq, epoch)
+        });
+        Ok(Arc::new(Publication::new(
+            channel.clone(),
+            Some(to_u64(seq)?),
+            self.shared_epoch(epoch),
+            ts,
+            sender,
+            event,
+        )))
+    }
+
+    async fn do_position(&self, channel: &str) -> Result<Position, StoreError> {
+        Ok(match self.channel(channel).await? {
+            Some((_, epoch, offset)) => Position { epoch, offset },
+            None => Position {
+                epoch: self.epoch.clone(),
+                offset: 0,
+            },
+        })
+    }
+
+    async fn do_recover(
+        &self,
+        channel: &str,
+        epoch: &str,
+        offset: u64,
+    ) -> Result<Recovery, StoreError> {
+        let not_recovered = |position| Recovery {
+            position,
+            recovered: false,
+            publications: Vec::new(),
+        };
+        let Some((id, current, last)) = self.channel(channel).await? else {
+            // Nothing was ever published here: from 0 in the database's epoch is complete.
+            let position = Position {
+                epoch: self.epoch.clone(),
+                offset: 0,
+            };
+            let recovered = epoch == &*self.epoch && offset == 0;
+            return Ok(Recovery {
+                position,
+                recovered,
+                publications: Vec::new(),
+            });
+        };
+        let position = Position {
+            epoch: current.clone(),
+            offset: last,
+        };
+        if epoch != &*current || offset > last || last - offset > self.recovery_limit {
+            return Ok(not_recovered(position));
+        }
+        if offset == last {
+            return Ok(Recovery {
+                position,
+                recovered: true,
+                publications: Vec::new(),
+            });
+        }
+        // Offsets are unique per channel, so all `last - offset` rows of the range being there
+        // means none was pruned. The range ends at `last`: later appends are not ours to send.
+        let rows: Vec<Row> = on_db!(&self.reader, pool => {
+            sqlx::query_as(SELECT_RANGE)
+                .bind(id)
+                .bind(to_i64(offset)?)
+                .bind(to_i64(last)?)
+                .fetch_all(pool)
+                .await
+                .map_err(db_error)?
+        });
+        if rows.len() as u64 != last - offset {
+            return Ok(not_recovered(position));
+        }
+        let name: Arc<str> = Arc::from(channel);
+        let publications = rows
+            .into_iter()
+            .map(|row| self.publication(&name, row))
+            .collect::<Result<_, _>>()?;
+        Ok(Recovery {
+            position,
+            recovered: true,
+            publications,
+        })
+    }
+
+    async fn do_history(
+        &self,
+        channel: &str,
+        since: Option<u64>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Arc<Publication>>, StoreError> {
+        let after = clamp_i64(since.unwrap_or(0));
+        let before = clamp_i64(before.unwrap_or(u64::MAX));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = if since.is_some() {
+            HISTORY_FORWARD
+        } else {
+            HISTORY_BACKWARD
+        };
+        let mut rows: Vec<Row> = on_db!(&self.reader, pool => {
+            sqlx::query_as(sql)
+                .bind(channel)
+                .bind(after)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(db_error)?
+        });
+        if since.is_none() {
+            rows.reverse();
+        }
+        let name: Arc<str> = Arc::from(channel);
+        rows.into_iter()
+            .map(|row| self.publication(&name, row))
+            .collect()
+    }
+
+    async fn do_prune(
+        &self,
+        max_count: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        if let Some(keep) = max_count {
+            let keep = clamp_i64(keep);
+            // One short delete per channel over its key range, so appends wait little.
+            let over: Vec<(i64, i64)> = on_db!(&self.reader, pool => {
+                sqlx::query_as(OVER_COUNT)
+                    .bind(keep)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_error)?
+            });
+            for (id, last) in over {
+                deleted += on_db!(&self.writer, pool => {
+                    sqlx::query(DELETE_UP_TO)
+                        .bind(id)
+                        .bind(last.saturating_sub(keep))
+                        .execute(pool)
+                        .await
+                        .map_err(db_error)?
+                        .rows_affected()
+                });
+            }
+        }
+        if let Some(age) = max_age {
+            let cutoff = clamp_i64(cutoff_ms(age));
+            deleted += on_db!(&self.writer, pool => {
+                sqlx::query(DELETE_BEFORE)
+                    .bind(cutoff)
+                    .execute(pool)
+                    .await
+                    .map_err(db_error)?
+                    .rows_affected()
+            });
+        }
+        Ok(deleted)
+    }
+}
+
+impl PublicationStore for SqlStore {
+    fn append<'a>(
+        &'a self,
+        channel: &'a Arc<str>,
+        ts: u64,
+        sender: Option<Arc<str>>,
+        event: RawEvent,
+    ) -> StoreFuture<'a, Result<Arc<Publication>, StoreError>> {
+        Box::pin(self.do_append(channel, ts, sender, event))
+    }
+
+    fn position<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Result<Position, StoreError>> {
+        Box::pin(self.do_position(channel))
+    }
+
+    fn recover<'a>(
+        &'a self,
+        channel: &'a str,
+        epoch: &'a str,
+        offset: u64,
+    ) -> StoreFuture<'a, Result<Recovery, StoreError>> {
+        Box::pin(self.do_recover(channel, epoch, offset))
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        since: Option<u64>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<'a, Result<Vec<Arc<Publication>>, StoreError>> {
+        Box::pin(self.do_history(channel, since, before, limit))
+    }
+
+    fn prune(
+        &self,
+        max_count: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> StoreFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.do_prune(max_count, max_age))
+    }
+}
+
+/// The database file `path` names: itself, or [`SQLITE_FILE_NAME`] in it when it is a
+/// directory.
+fn sqlite_file(path: &Path) -> PathBuf {
+    let names_dir = path.is_dir() || path.as_os_str().to_string_lossy().ends_with(['/', '\\']);
+    if names_dir {
+        path.join(SQLITE_FILE_NAME)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Creates `schema` unless it exists (checked first: creating needs a privilege that using
+/// an existing schema does not).
+async fn ensure_schema(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
+    let exists = || async {
+        sqlx::query_scalar::<_, i32>("SELECT 1 FROM pg_namespace WHERE nspname = $1")
+            .bind(schema)
+            .fetch_optional(pool)
+            .await
+            .map(|row| row.is_some())
+            .map_err(db_error)
+    };
+    if exists().await? {
+        return Ok(());
+    }
+    let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+    match sqlx::query(&create).execute(pool).await {
+        Ok(_) => Ok(()),
+        // Two nodes creating it at once: one of them gets a unique violation.
+        Err(_) if exists().await? => Ok(()),
+        Err(e) => Err(db_error(e)),
+    }
+}
