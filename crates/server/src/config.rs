@@ -28,8 +28,19 @@ pub struct Config {
     /// Browser origins allowed to connect (`Origin` header); empty allows every origin.
     /// Entries are exact (`https://app.example.com`) or `*` for any.
     pub allowed_origins: Vec<String>,
-    /// Publications kept per channel for recovery (in memory in this version).
+    /// Publications kept per channel for recovery and history, unless a channel class says
+    /// otherwise.
     pub history_size: usize,
+    /// How long publications are kept, unless a channel class says otherwise.
+    #[serde(with = "secs")]
+    pub history_ttl: Duration,
+    /// Channel classes by name pattern; the first matching class applies.
+    pub channels: Vec<ChannelClass>,
+    /// Where publications are stored.
+    pub storage: Storage,
+    /// How often retention is enforced (the background task prunes every class).
+    #[serde(with = "secs")]
+    pub retention_interval: Duration,
     /// How long shutdown waits for connections to close before giving up.
     #[serde(with = "millis")]
     pub shutdown_deadline: Duration,
@@ -38,6 +49,86 @@ pub struct Config {
     pub shutdown_reconnect_spread: Duration,
     /// Default channel policy of the standalone binary.
     pub policy: Policy,
+}
+
+/// A class of channels chosen by name: `ticket:*` (prefix) or an exact name.
+///
+/// ```toml
+/// [[channels]]
+/// pattern = "ticket:*"
+/// history_size = 1000
+/// history_ttl = 2592000   # seconds (30 days)
+///
+/// [[channels]]
+/// pattern = "progress:*"
+/// ephemeral = true        # never stored, no offsets, coalesced under pressure
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelClass {
+    /// `prefix*` or an exact channel name.
+    pub pattern: String,
+    /// Publications are not stored and carry no offset.
+    #[serde(default)]
+    pub ephemeral: bool,
+    /// Publications kept per channel; the node default when absent.
+    #[serde(default)]
+    pub history_size: Option<usize>,
+    /// Seconds publications are kept; the node default when absent.
+    #[serde(default, with = "opt_secs")]
+    pub history_ttl: Option<Duration>,
+}
+
+/// Where publications live.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    /// Directory of the embedded SQLite database (`tidings.db`).
+    pub data_dir: std::path::PathBuf,
+    /// Keep publications in memory only (lost on restart; `recovered: false` afterwards).
+    pub ephemeral: bool,
+    /// `postgres://...` (several nodes) or `sqlite://...`; overrides `data_dir`.
+    pub database_url: Option<String>,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            data_dir: "./tidings-data".into(),
+            ephemeral: false,
+            database_url: None,
+        }
+    }
+}
+
+/// The retention and class that apply to one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Not stored at all.
+    pub ephemeral: bool,
+    /// Publications kept.
+    pub history_size: usize,
+    /// Age limit.
+    pub history_ttl: Duration,
+}
+
+impl Config {
+    /// The class that applies to `channel`: the first matching pattern, else the defaults.
+    pub fn retention(&self, channel: &str) -> Retention {
+        let default = Retention {
+            ephemeral: false,
+            history_size: self.history_size,
+            history_ttl: self.history_ttl,
+        };
+        self.channels
+            .iter()
+            .find(|class| crate::auth::channel_matches(&class.pattern, channel))
+            .map_or(default, |class| Retention {
+                ephemeral: class.ephemeral,
+                history_size: class.history_size.unwrap_or(default.history_size),
+                history_ttl: class.history_ttl.unwrap_or(default.history_ttl),
+            })
+    }
 }
 
 /// JWT verification keys. Exactly one kind is used: an HMAC secret (HS256) or a PEM public
@@ -104,6 +195,10 @@ impl Default for Config {
             heartbeat_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
             history_size: 1000,
+            history_ttl: Duration::from_secs(7 * 24 * 3600),
+            channels: Vec::new(),
+            storage: Storage::default(),
+            retention_interval: Duration::from_secs(60),
             shutdown_deadline: Duration::from_secs(10),
             shutdown_reconnect_spread: Duration::from_secs(5),
             policy: Policy::default(),
@@ -173,6 +268,29 @@ impl Config {
     }
 }
 
+/// Retention times in TOML are integer seconds (`history_ttl = 604800`).
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+mod opt_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|s| s.map(Duration::from_secs))
+    }
+}
+
 /// Durations in TOML are integer milliseconds (`heartbeat = 25000`).
 mod millis {
     use std::time::Duration;
@@ -199,6 +317,23 @@ mod tests {
         assert_eq!(config.limits.rate_burst, Limits::default().rate_burst);
         assert_eq!(config.jwt.secret.as_deref(), Some("s"));
         assert!(toml::from_str::<Config>("nonsense = 1").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn channel_classes_match_in_order_and_fill_defaults() -> Result<(), toml::de::Error> {
+        let config: Config = toml::from_str(
+            "history_ttl = 60\n[storage]\nephemeral = true\n\
+             [[channels]]\npattern = \"ticket:*\"\nhistory_size = 5\n\
+             [[channels]]\npattern = \"progress:*\"\nephemeral = true\n",
+        )?;
+        assert!(config.storage.ephemeral);
+        let ticket = config.retention("ticket:9");
+        assert_eq!((ticket.ephemeral, ticket.history_size), (false, 5));
+        assert_eq!(ticket.history_ttl, Duration::from_secs(60));
+        assert!(config.retention("progress:upload-1").ephemeral);
+        let other = config.retention("lobby");
+        assert_eq!((other.ephemeral, other.history_size), (false, 1000));
         Ok(())
     }
 }

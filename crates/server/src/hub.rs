@@ -173,6 +173,10 @@ impl Hub {
         }
     }
 
+    pub(crate) fn store(&self) -> &Arc<dyn PublicationStore> {
+        &self.store
+    }
+
     /// Adds a connection for its user, unless the user already has `limit` (0 = no limit).
     pub(crate) fn register(
         &self,

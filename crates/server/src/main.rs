@@ -46,7 +46,16 @@ struct ServeArgs {
     /// Allowed browser origins, comma-separated (default: any).
     #[arg(long, env = "TIDINGS_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Option<Vec<String>>,
-    /// Development mode: make up any missing secrets (kept in ./tidings-data so tokens
+    /// Directory of the embedded SQLite database [default: ./tidings-data].
+    #[arg(long, env = "TIDINGS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL (`postgres://...`, for several nodes) or SQLite (`sqlite://...`) URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Keep publications in memory only (lost on restart).
+    #[arg(long)]
+    ephemeral: bool,
+    /// Development mode: make up any missing secrets (kept in the data directory so tokens
     /// survive restarts) and print a ready token and the URLs.
     #[arg(long)]
     dev: bool,
@@ -113,6 +122,15 @@ fn load_config(args: &ServeArgs) -> Result<Config, String> {
     if let Some(origins) = &args.allowed_origins {
         config.allowed_origins.clone_from(origins);
     }
+    if let Some(dir) = &args.data_dir {
+        config.storage.data_dir.clone_from(dir);
+    }
+    if args.database_url.is_some() {
+        config.storage.database_url.clone_from(&args.database_url);
+    }
+    if args.ephemeral {
+        config.storage.ephemeral = true;
+    }
     Ok(config)
 }
 
@@ -123,8 +141,8 @@ struct DevSecrets {
     api_key: String,
 }
 
-fn dev_secrets() -> Result<DevSecrets, String> {
-    let path = PathBuf::from("tidings-data/dev-secrets.json");
+fn dev_secrets(data_dir: &std::path::Path) -> Result<DevSecrets, String> {
+    let path = data_dir.join("dev-secrets.json");
     if let Ok(text) = std::fs::read_to_string(&path)
         && let Ok(secrets) = serde_json::from_str(&text)
     {
@@ -134,8 +152,8 @@ fn dev_secrets() -> Result<DevSecrets, String> {
         jwt_secret: format!("{:032x}", rand::random::<u128>()),
         api_key: format!("{:032x}", rand::random::<u128>()),
     };
-    std::fs::create_dir_all("tidings-data")
-        .map_err(|e| format!("cannot create tidings-data: {e}"))?;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let text = serde_json::to_string_pretty(&secrets).map_err(|e| e.to_string())?;
     std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(secrets)
@@ -147,7 +165,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         && (config.jwt.secret.is_none() && config.jwt.public_key_pem_file.is_none()
             || config.api_key.is_none())
     {
-        let secrets = dev_secrets()?;
+        let secrets = dev_secrets(&config.storage.data_dir)?;
         config.jwt.secret.get_or_insert(secrets.jwt_secret);
         config.api_key.get_or_insert(secrets.api_key);
     }
@@ -161,8 +179,20 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .bind
         .parse()
         .map_err(|e| format!("invalid bind address {}: {e}", config.bind))?;
+    let store = tidings_server::store::open(&config)
+        .await
+        .map_err(|e| format!("cannot open the publication store: {e}"))?;
+    let storage = if config.storage.ephemeral {
+        "memory (--ephemeral)".to_owned()
+    } else if config.storage.database_url.is_some() {
+        "database URL".to_owned()
+    } else {
+        format!("SQLite in {}", config.storage.data_dir.display())
+    };
+    tracing::info!(%storage, "publication store open");
     let tidings = Tidings::builder()
         .config(config)
+        .store(store)
         .build()
         .map_err(|e| e.to_string())?;
     let listener = listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -210,7 +240,8 @@ fn print_dev_banner(tidings: &Tidings, addr: SocketAddr) {
          -d '{{\"channel\":\"lobby\",\"event\":{{\"type\":\"notification\",\"data\":{{\"message\":\"hi\"}}}}}}' \\\n      \
          http://{addr}/api/publish\n\n  \
          More tokens: TIDINGS_JWT_SECRET={secret} tidings token --sub alice\n  \
-         (secrets are kept in ./tidings-data/dev-secrets.json)\n"
+         (secrets are kept in {secrets_file})\n",
+        secrets_file = config.storage.data_dir.join("dev-secrets.json").display()
     );
 }
 

@@ -40,6 +40,16 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The delivery class a publication to `channel` gets: channels of an ephemeral class are
+    /// never stored, whatever the event type says.
+    pub(crate) fn delivery(&self, channel: &str, requested: Delivery) -> Delivery {
+        if self.config.retention(channel).ephemeral {
+            Delivery::Ephemeral
+        } else {
+            requested
+        }
+    }
+
     /// The built-in policy, then the application's hook.
     pub(crate) async fn authorize(
         &self,
@@ -167,7 +177,9 @@ impl TidingsBuilder {
         self
     }
 
-    /// Uses another publication store (the default keeps `history_size` per channel in memory).
+    /// Uses this publication store. Without one the node keeps `history_size` publications
+    /// per channel in memory only; [`store::open`](crate::store::open) opens the store the
+    /// configuration names (SQLite in the data directory by default).
     pub fn store(mut self, store: Arc<dyn PublicationStore>) -> Self {
         self.store = Some(store);
         self
@@ -185,8 +197,8 @@ impl TidingsBuilder {
         let auth = Authenticator::new(&self.config.jwt)?;
         let store = self
             .store
-            .unwrap_or_else(|| Arc::new(MemoryStore::new(self.config.history_size)));
-        Ok(Tidings {
+            .unwrap_or_else(|| Arc::new(MemoryStore::for_config(&self.config)));
+        let tidings = Tidings {
             shared: Arc::new(Shared {
                 hub: Hub::new(store, self.broker),
                 auth,
@@ -194,7 +206,9 @@ impl TidingsBuilder {
                 config: self.config,
                 shutting_down: AtomicBool::new(false),
             }),
-        })
+        };
+        tidings.spawn_retention();
+        Ok(tidings)
     }
 }
 
@@ -207,6 +221,46 @@ impl Tidings {
             store: None,
             broker: None,
         }
+    }
+
+    /// Enforces retention every `retention_interval` while the node exists (needs a tokio
+    /// runtime; without one, call [`Tidings::prune`] yourself).
+    fn spawn_retention(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shared = Arc::downgrade(&self.shared);
+        let every = self
+            .shared
+            .config
+            .retention_interval
+            .max(Duration::from_secs(1));
+        runtime.spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                let tidings = Tidings { shared };
+                if let Err(e) = tidings.prune().await {
+                    tracing::warn!(error = %e, "retention failed");
+                }
+            }
+        });
+    }
+
+    /// Applies every channel class's retention now; returns how many publications were
+    /// deleted.
+    pub async fn prune(&self) -> Result<u64, StoreError> {
+        let deleted =
+            crate::store::prune_all(&**self.shared.hub.store(), &self.shared.config).await?;
+        if deleted > 0 {
+            tracing::debug!(deleted, "retention pruned publications");
+        }
+        Ok(deleted)
     }
 
     /// The node's configuration.
@@ -266,6 +320,7 @@ impl Tidings {
         event
             .validate_standard()
             .map_err(|e| PublishError::InvalidEvent(e.to_string()))?;
+        let delivery = self.shared.delivery(channel, delivery);
         Ok(self
             .shared
             .hub

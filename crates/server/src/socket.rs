@@ -457,7 +457,8 @@ impl Connection {
         event: RawEvent,
         delivery: Option<tidings_protocol::Delivery>,
     ) {
-        let delivery = delivery.unwrap_or_else(|| event.default_delivery());
+        let requested = delivery.unwrap_or_else(|| event.default_delivery());
+        let delivery = self.shared.delivery(&channel, requested);
         let sender = Some(self.conn.user_id.clone());
         match self
             .shared

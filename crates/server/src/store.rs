@@ -149,13 +149,92 @@ pub trait PublicationStore: Send + Sync + 'static {
     /// channel, and those older than `max_age`. Channels keep their position (offsets
     /// continue); recovering from before the oldest kept publication then says
     /// `recovered: false`. Returns how many publications were deleted.
-    fn prune(
-        &self,
+    fn prune<'a>(
+        &'a self,
+        scope: &'a PruneScope,
         max_count: Option<u64>,
         max_age: Option<Duration>,
-    ) -> StoreFuture<'_, Result<u64, StoreError>> {
-        let _ = (max_count, max_age);
+    ) -> StoreFuture<'a, Result<u64, StoreError>> {
+        let _ = (scope, max_count, max_age);
         Box::pin(async { Ok(0) })
+    }
+}
+
+/// Opens the store the configuration names: in memory (`storage.ephemeral`), PostgreSQL or
+/// SQLite by URL (`storage.database_url`), else SQLite in `storage.data_dir`.
+pub async fn open(config: &crate::Config) -> Result<Arc<dyn PublicationStore>, StoreError> {
+    let storage = &config.storage;
+    if storage.ephemeral {
+        return Ok(Arc::new(MemoryStore::for_config(config)));
+    }
+    let store = match &storage.database_url {
+        Some(url) => crate::sql_store::SqlStore::connect(url).await?,
+        None => crate::sql_store::SqlStore::sqlite(&storage.data_dir).await?,
+    };
+    Ok(Arc::new(store))
+}
+
+/// Applies every channel class's retention once; returns how many publications were deleted.
+/// Classes are matched in order, so each prune excludes the patterns listed before it.
+pub async fn prune_all(
+    store: &dyn PublicationStore,
+    config: &crate::Config,
+) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    let mut earlier = Vec::new();
+    for class in &config.channels {
+        if !class.ephemeral {
+            let scope = PruneScope {
+                pattern: class.pattern.clone(),
+                except: earlier.clone(),
+            };
+            let size = class.history_size.unwrap_or(config.history_size);
+            let ttl = class.history_ttl.unwrap_or(config.history_ttl);
+            deleted += store.prune(&scope, Some(size as u64), Some(ttl)).await?;
+        }
+        earlier.push(class.pattern.clone());
+    }
+    let rest = PruneScope {
+        pattern: "*".to_owned(),
+        except: earlier,
+    };
+    deleted += store
+        .prune(
+            &rest,
+            Some(config.history_size as u64),
+            Some(config.history_ttl),
+        )
+        .await?;
+    Ok(deleted)
+}
+
+/// The channels a [`PublicationStore::prune`] applies to: those matching `pattern`
+/// (`prefix*`, an exact name, or `*` for all) and none of `except` (the patterns of the
+/// classes listed before it, which have their own retention).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneScope {
+    /// Channels to prune.
+    pub pattern: String,
+    /// Channels to leave alone.
+    pub except: Vec<String>,
+}
+
+impl PruneScope {
+    /// Every channel.
+    pub fn all() -> PruneScope {
+        PruneScope {
+            pattern: "*".to_owned(),
+            except: Vec::new(),
+        }
+    }
+
+    /// Whether `channel` is in scope.
+    pub fn contains(&self, channel: &str) -> bool {
+        crate::auth::channel_matches(&self.pattern, channel)
+            && !self
+                .except
+                .iter()
+                .any(|pattern| crate::auth::channel_matches(pattern, channel))
     }
 }
 
@@ -177,6 +256,17 @@ struct Log {
 }
 
 impl MemoryStore {
+    /// A store keeping as many publications per channel as the largest channel class
+    /// (retention then trims each class to its own size).
+    pub fn for_config(config: &crate::Config) -> MemoryStore {
+        let largest = config
+            .channels
+            .iter()
+            .filter_map(|class| class.history_size)
+            .fold(config.history_size, usize::max);
+        MemoryStore::new(largest)
+    }
+
     /// A store keeping `capacity` publications per channel.
     pub fn new(capacity: usize) -> MemoryStore {
         MemoryStore {
@@ -333,11 +423,12 @@ impl PublicationStore for MemoryStore {
         })
     }
 
-    fn prune(
-        &self,
+    fn prune<'a>(
+        &'a self,
+        scope: &'a PruneScope,
         max_count: Option<u64>,
         max_age: Option<Duration>,
-    ) -> StoreFuture<'_, Result<u64, StoreError>> {
+    ) -> StoreFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
             // Milliseconds since the Unix epoch, `max_age` ago.
             let cutoff = max_age.map(|age| {
@@ -348,6 +439,9 @@ impl PublicationStore for MemoryStore {
             let keep = max_count.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
             let mut deleted = 0;
             for entry in self.channels.iter() {
+                if !scope.contains(entry.key()) {
+                    continue;
+                }
                 let mut log = lock(entry.value());
                 let before = log.recent.len();
                 if let Some(keep) = keep {
@@ -419,8 +513,13 @@ mod tests {
         );
         assert!(store.history("other", None, None, 9).await?.is_empty());
         // ts 1..=6 are all long ago: pruning by count keeps 4, by age deletes the rest.
-        assert_eq!(store.prune(Some(4), None).await?, 2);
-        assert_eq!(store.prune(None, Some(Duration::from_secs(60))).await?, 4);
+        assert_eq!(store.prune(&PruneScope::all(), Some(4), None).await?, 2);
+        assert_eq!(
+            store
+                .prune(&PruneScope::all(), None, Some(Duration::from_secs(60)))
+                .await?,
+            4
+        );
         assert_eq!(store.position("c").await?.offset, 6);
         Ok(())
     }

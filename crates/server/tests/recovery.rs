@@ -140,3 +140,83 @@ async fn concurrent_publishes_arrive_gap_free_and_in_order() {
         assert_eq!(message(&client.recv().await).offset, Some(expected));
     }
 }
+
+#[tokio::test]
+async fn channel_classes_set_ephemerality_and_retention() {
+    let mut config = config();
+    config.history_size = 3;
+    config.channels = toml::from_str::<tidings_server::Config>(
+        "[[channels]]\npattern = \"progress:*\"\nephemeral = true\n\
+         [[channels]]\npattern = \"ticket:*\"\nhistory_size = 10\n",
+    )
+    .unwrap()
+    .channels;
+    let server = start_config(config).await;
+
+    // Ephemeral class: no offset, nothing stored, whatever the event type.
+    let published = server
+        .tidings
+        .publish("progress:job-1", &note(1))
+        .await
+        .unwrap();
+    assert_eq!(published.offset, None);
+
+    for n in 1..=8 {
+        server.tidings.publish("ticket:1", &note(n)).await.unwrap();
+        server.tidings.publish("lobby", &note(n)).await.unwrap();
+    }
+    let lobby_epoch = server
+        .tidings
+        .publish("lobby", &note(9))
+        .await
+        .unwrap()
+        .epoch;
+    // In memory the store keeps the largest class size; retention trims the rest.
+    server.tidings.prune().await.unwrap();
+    let mut client = server.connect("7").await;
+    let reply = as_json(
+        &client
+            .call(
+                "subscribe",
+                json!({"channel": "ticket:1", "recover": {"epoch": lobby_epoch, "offset": 0}}),
+            )
+            .await,
+    );
+    assert_eq!(
+        (
+            reply["data"]["recovered"].clone(),
+            reply["data"]["missed"].clone()
+        ),
+        (json!(true), json!(8))
+    );
+    for _ in 0..8 {
+        client.recv().await;
+    }
+    let reply = as_json(
+        &client
+            .call(
+                "subscribe",
+                json!({"channel": "lobby", "recover": {"epoch": lobby_epoch, "offset": 5}}),
+            )
+            .await,
+    );
+    assert_eq!(
+        reply["data"]["recovered"], false,
+        "lobby keeps only 3 (6..=9)"
+    );
+    let reply = as_json(
+        &client
+            .call(
+                "subscribe",
+                json!({"channel": "lobby", "recover": {"epoch": lobby_epoch, "offset": 6}}),
+            )
+            .await,
+    );
+    assert_eq!(
+        (
+            reply["data"]["recovered"].clone(),
+            reply["data"]["missed"].clone()
+        ),
+        (json!(true), json!(3))
+    );
+}

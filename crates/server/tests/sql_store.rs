@@ -21,7 +21,7 @@ use sqlx::Connection;
 use tidings_protocol::{Notification, RawEvent};
 use tidings_server::Tidings;
 use tidings_server::sql_store::{SQLITE_FILE_NAME, SqlStore};
-use tidings_server::store::{Publication, PublicationStore, StoreError};
+use tidings_server::store::{PruneScope, Publication, PublicationStore, StoreError};
 
 /// One test database, removed when dropped.
 enum TestDb {
@@ -117,6 +117,7 @@ on_both!(
     another_epoch_is_not_recovered,
     recover_beyond_retention_is_not_recovered,
     prune_by_age,
+    prune_by_class_scope,
     recovery_is_capped,
     history_pages,
     full_stack_recovery_across_a_restart,
@@ -278,8 +279,20 @@ async fn recover_beyond_retention_is_not_recovered(db: TestDb) {
     let epoch = store.epoch().to_owned();
     append_n(&store, "c", 10).await;
     append_n(&store, "small", 2).await;
-    assert_eq!(store.prune(Some(3), None).await.unwrap(), 7);
-    assert_eq!(store.prune(Some(3), None).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .prune(&PruneScope::all(), Some(3), None)
+            .await
+            .unwrap(),
+        7
+    );
+    assert_eq!(
+        store
+            .prune(&PruneScope::all(), Some(3), None)
+            .await
+            .unwrap(),
+        0
+    );
     let kept = store.recover("c", &epoch, 7).await.unwrap();
     assert!(kept.recovered);
     assert_eq!(offsets(&kept.publications), vec![8, 9, 10]);
@@ -289,13 +302,70 @@ async fn recover_beyond_retention_is_not_recovered(db: TestDb) {
     assert!(store.recover("small", &epoch, 0).await.unwrap().recovered);
 
     // Pruning everything keeps the channel's position: offsets continue.
-    assert_eq!(store.prune(Some(0), None).await.unwrap(), 5);
+    assert_eq!(
+        store
+            .prune(&PruneScope::all(), Some(0), None)
+            .await
+            .unwrap(),
+        5
+    );
     assert_eq!(store.position("c").await.unwrap().offset, 10);
     assert!(store.recover("c", &epoch, 10).await.unwrap().recovered);
     assert!(!store.recover("c", &epoch, 9).await.unwrap().recovered);
     append_n(&store, "c", 1).await;
     let next = store.recover("c", &epoch, 10).await.unwrap();
     assert_eq!(offsets(&next.publications), vec![11]);
+}
+
+async fn prune_by_class_scope(db: TestDb) {
+    let store = db.open().await;
+    for channel in ["ticket:1", "ticket:2", "tick_t", "lobby", "100%_sure"] {
+        append_n(&store, channel, 5).await;
+    }
+    let tickets = PruneScope {
+        pattern: "ticket:*".into(),
+        except: vec![],
+    };
+    assert_eq!(store.prune(&tickets, Some(2), None).await.unwrap(), 6);
+    // `_` and `%` in patterns are literal, not SQL wildcards.
+    let literal = PruneScope {
+        pattern: "100%_*".into(),
+        except: vec![],
+    };
+    assert_eq!(store.prune(&literal, Some(4), None).await.unwrap(), 1);
+    let rest = PruneScope {
+        pattern: "*".into(),
+        except: vec!["ticket:*".into(), "lobby".into(), "100%_*".into()],
+    };
+    assert_eq!(store.prune(&rest, Some(1), None).await.unwrap(), 4); // only tick_t
+    let kept = |list: Vec<Arc<Publication>>| list.len();
+    assert_eq!(
+        kept(store.history("ticket:1", None, None, 10).await.unwrap()),
+        2
+    );
+    assert_eq!(
+        kept(store.history("lobby", None, None, 10).await.unwrap()),
+        5
+    );
+    assert_eq!(
+        kept(store.history("tick_t", None, None, 10).await.unwrap()),
+        1
+    );
+    assert_eq!(
+        kept(store.history("100%_sure", None, None, 10).await.unwrap()),
+        4
+    );
+    let exact = PruneScope {
+        pattern: "lobby".into(),
+        except: vec![],
+    };
+    assert_eq!(
+        store
+            .prune(&exact, None, Some(Duration::ZERO))
+            .await
+            .unwrap(),
+        5
+    );
 }
 
 async fn prune_by_age(db: TestDb) {
@@ -317,14 +387,26 @@ async fn prune_by_age(db: TestDb) {
         store.append(&old, now_ms(), None, event(n)).await.unwrap();
     }
     let hour = Duration::from_secs(3600);
-    assert_eq!(store.prune(None, Some(hour)).await.unwrap(), 4);
+    assert_eq!(
+        store
+            .prune(&PruneScope::all(), None, Some(hour))
+            .await
+            .unwrap(),
+        4
+    );
     let r = store.recover("old", &epoch, 3).await.unwrap();
     assert!(r.recovered);
     assert_eq!(offsets(&r.publications), vec![4, 5]);
     assert!(!store.recover("old", &epoch, 2).await.unwrap().recovered);
     assert_eq!(store.position("other").await.unwrap().offset, 1);
     // Both limits at once.
-    assert_eq!(store.prune(Some(1), Some(hour)).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .prune(&PruneScope::all(), Some(1), Some(hour))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(
         offsets(&store.history("old", None, None, 10).await.unwrap()),
         vec![5]
@@ -369,7 +451,10 @@ async fn history_pages(db: TestDb) {
             .unwrap()
             .is_empty()
     );
-    store.prune(Some(4), None).await.unwrap();
+    store
+        .prune(&PruneScope::all(), Some(4), None)
+        .await
+        .unwrap();
     assert_eq!(page(None, None, 100).await, vec![7, 8, 9, 10]);
 }
 
