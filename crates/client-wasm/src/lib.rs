@@ -46,6 +46,9 @@
 //! - [`native`] (not on wasm32; its items are re-exported here): [`Client`],
 //!   [`ClientBuilder`] and [`Subscription`], a tokio + tokio-tungstenite driver of the core:
 //!   one task per client owns the socket, the timers and the handlers.
+//! - `wasm` (wasm32 only; its items are re-exported here): the browser driver of the core
+//!   and its JavaScript API, `TidingsClient`, `Subscription` and `connect`, with generated
+//!   TypeScript declarations. Build it with `wasm-pack build crates/client-wasm`.
 //! - [`ClientError`]: every way an operation fails, one enum.
 //!
 //! ## Delivery, in short
@@ -58,10 +61,14 @@ pub mod core;
 mod error;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
 
 pub use error::ClientError;
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::{Client, ClientBuilder, HandlerId, Subscription};
+#[cfg(target_arch = "wasm32")]
+pub use wasm::{Subscription, TidingsClient, connect};
 
 pub use crate::core::{
     Backoff, ClientEvent, ConnectionEvent, Publication, PublishReply, State, Subscribed,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// How hard the server tries to deliver an event to a slow client.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Delivery {
@@ -172,6 +173,7 @@ impl RawEvent {
 }
 
 /// Severity of a [`Notification`].
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
@@ -187,6 +189,7 @@ pub enum Level {
 }
 
 /// A user-facing notification (seed 003's NotificationService, seed 000's `notification`).
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Notification {
     /// Short headline.
@@ -199,11 +202,13 @@ pub struct Notification {
     pub level: Level,
     /// Application data attached to the notification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", tsify(type = "unknown"))]
     pub data: Option<serde_json::Value>,
 }
 event!(Notification, "notification");
 
 /// Progress of an upload; ephemeral, so a slow client only sees the latest value per `id`.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UploadProgress {
     /// The upload this progress belongs to.
@@ -216,6 +221,7 @@ pub struct UploadProgress {
 event!(UploadProgress, "upload_progress", ephemeral);
 
 /// State of a long-running analysis job (seeds 000 and 002).
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisStatus {
     /// The job this status belongs to.
@@ -226,6 +232,7 @@ pub struct AnalysisStatus {
     pub progress: f64,
     /// The job's result once completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", tsify(type = "unknown"))]
     pub result: Option<serde_json::Value>,
     /// Why the job failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,6 +244,7 @@ pub struct AnalysisStatus {
 event!(AnalysisStatus, "analysis_status");
 
 /// A chat message in a room (seed 001's ticket chat).
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Client-chosen id, so a resent message can be recognised.
@@ -245,9 +253,17 @@ pub struct ChatMessage {
     pub content: String,
     /// Application data (attachments, mentions, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", tsify(type = "unknown"))]
     pub metadata: Option<serde_json::Value>,
 }
 event!(ChatMessage, "chat_message");
+
+/// Anchors this module's TypeScript declarations in a WebAssembly link; see [`crate::ts::link`].
+#[cfg(feature = "ts")]
+#[inline(never)]
+pub(crate) fn ts_link() -> usize {
+    <Notification as tsify::Tsify>::DECL.len()
+}
 
 #[cfg(test)]
 mod tests {

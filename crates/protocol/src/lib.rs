@@ -43,12 +43,19 @@
 //!   the standard events and [`Delivery`] classes.
 //! - [`code`]: the numbered [`Code`] enum shared by `error` frames and close frames.
 //!
+//! With the `ts` feature every wire type also gets a TypeScript declaration (through
+//! `tsify` and wasm-bindgen custom sections), which lands in the `.d.ts` of a WebAssembly
+//! crate built on this one: discriminated unions for frames, replies and events, and a
+//! `StandardEvents` map from event type name to payload type.
+//!
 //! The full specification with an example of every frame is `docs/protocol.md`.
 
 pub mod code;
 pub mod event;
 pub mod frame;
 pub mod messages;
+#[cfg(feature = "ts")]
+pub mod ts;
 
 pub use code::Code;
 pub use event::{

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Code, Delivery, RawEvent};
 
 /// Where a resubscribing client left off: the channel's epoch and the last offset it saw.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recover {
     /// The epoch the client saw; a different epoch means history was lost.
@@ -14,6 +15,7 @@ pub struct Recover {
 }
 
 /// `subscribe`: join a channel, optionally recovering missed publications.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscribe {
     /// The channel name, e.g. `ticket:42`.
@@ -27,6 +29,7 @@ pub struct Subscribe {
 }
 
 /// `unsubscribe`: leave a channel.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unsubscribe {
     /// The channel to leave.
@@ -34,6 +37,7 @@ pub struct Unsubscribe {
 }
 
 /// `publish`: send an event to every subscriber of a channel.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Publish {
     /// The target channel.
@@ -46,6 +50,7 @@ pub struct Publish {
 }
 
 /// A request that names only a channel: `typing` and `presence`.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelRef {
     /// The channel.
@@ -54,6 +59,7 @@ pub struct ChannelRef {
 
 /// A channel the server subscribed the connection to by itself (the personal `user:{id}`
 /// channel, or the channel bound by the route), with its position.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelPosition {
     /// The channel.
@@ -65,6 +71,7 @@ pub struct ChannelPosition {
 }
 
 /// `connected`: the first frame of every accepted connection.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connected {
     /// Unique id of this connection.
@@ -85,6 +92,7 @@ pub struct Connected {
 }
 
 /// `error`: a request failed, or the server warns before closing.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// Machine-readable code; see [`Code`].
@@ -94,6 +102,7 @@ pub struct ErrorBody {
 }
 
 /// `message`: one publication delivered to a subscriber.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageBody {
     /// The channel it was published to (`broadcast` for [`broadcast`](crate) events).
@@ -114,6 +123,7 @@ pub struct MessageBody {
 }
 
 /// `user_joined` / `user_left`: presence changes in a channel.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceChange {
     /// The channel.
@@ -123,6 +133,7 @@ pub struct PresenceChange {
 }
 
 /// `typing` from the server: another member is typing.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TypingNotice {
     /// The channel.
@@ -132,6 +143,7 @@ pub struct TypingNotice {
 }
 
 /// `shutdown`: the server is going away; reconnect after the given delay.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shutdown {
     /// Why (e.g. `restart`).
@@ -141,6 +153,7 @@ pub struct Shutdown {
 }
 
 /// One member of a channel in a presence reply.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     /// The user.
@@ -152,6 +165,7 @@ pub struct Member {
 /// `reply`: the successful result of the request with the same `id`.
 ///
 /// `kind` names the request it answers, so a reply decodes without knowing the request.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -201,4 +215,11 @@ pub enum Reply {
         /// The channel.
         channel: String,
     },
+}
+
+/// Anchors this module's TypeScript declarations in a WebAssembly link; see [`crate::ts::link`].
+#[cfg(feature = "ts")]
+#[inline(never)]
+pub(crate) fn ts_link() -> usize {
+    <Member as tsify::Tsify>::DECL.len()
 }
