@@ -38,6 +38,10 @@ pub struct Config {
     pub channels: Vec<ChannelClass>,
     /// Where publications are stored.
     pub storage: Storage,
+    /// Webhook endpoints: each gets a signed POST for the events it names.
+    pub webhooks: Vec<WebhookEndpoint>,
+    /// Timing of webhook deliveries.
+    pub webhook_delivery: WebhookDelivery,
     /// How often retention is enforced (the background task prunes every class).
     #[serde(with = "secs")]
     pub retention_interval: Duration,
@@ -77,6 +81,63 @@ pub struct ChannelClass {
     /// Seconds publications are kept; the node default when absent.
     #[serde(default, with = "opt_secs")]
     pub history_ttl: Option<Duration>,
+}
+
+/// One webhook receiver.
+///
+/// ```toml
+/// [[webhooks]]
+/// url = "https://api.example.com/tidings-events"
+/// secret = "whsec_..."                      # signs X-Tidings-Signature
+/// events = ["message.published"]           # default: all five kinds
+/// channels = ["ticket:*"]                  # default: every channel
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpoint {
+    /// Where to POST.
+    pub url: String,
+    /// HMAC-SHA256 key of the signature header.
+    pub secret: String,
+    /// Event kinds: `message.published`, `user.connected`, `user.disconnected`,
+    /// `channel.joined`, `channel.left`. Empty means all.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Channel patterns for message and channel events. Empty means all.
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+/// Retry and timeout policy of webhook deliveries.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookDelivery {
+    /// Per request.
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+    /// First retry delay; doubles per attempt (with jitter) up to `retry_max`.
+    #[serde(with = "millis")]
+    pub retry_min: Duration,
+    /// Longest retry delay.
+    #[serde(with = "millis")]
+    pub retry_max: Duration,
+    /// Attempts before an event is given up (logged and counted).
+    pub max_attempts: u32,
+    /// How often the worker looks for due deliveries when idle.
+    #[serde(with = "millis")]
+    pub poll_interval: Duration,
+}
+
+impl Default for WebhookDelivery {
+    fn default() -> Self {
+        WebhookDelivery {
+            timeout: Duration::from_secs(10),
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            max_attempts: 25,
+            poll_interval: Duration::from_millis(500),
+        }
+    }
 }
 
 /// Where publications live.
@@ -199,6 +260,8 @@ impl Default for Config {
             channels: Vec::new(),
             storage: Storage::default(),
             retention_interval: Duration::from_secs(60),
+            webhooks: Vec::new(),
+            webhook_delivery: WebhookDelivery::default(),
             shutdown_deadline: Duration::from_secs(10),
             shutdown_reconnect_spread: Duration::from_secs(5),
             policy: Policy::default(),

@@ -26,6 +26,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use crate::broker::Broker;
 use crate::outbox::{Outbox, Outgoing, Pushed};
 use crate::store::{Position, Publication, PublicationStore, StoreError};
+use crate::webhooks::Webhooks;
 
 /// A connection as the hub sees it: who it is and where its frames go.
 #[derive(Debug)]
@@ -150,6 +151,8 @@ pub(crate) struct Hub {
     store: Arc<dyn PublicationStore>,
     /// Other nodes, if any.
     broker: Option<Arc<dyn Broker>>,
+    /// Webhook endpoints, if any.
+    webhooks: Option<Arc<Webhooks>>,
     next_conn: AtomicU64,
     pub(crate) counters: Counters,
 }
@@ -162,12 +165,17 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Hub {
-    pub(crate) fn new(store: Arc<dyn PublicationStore>, broker: Option<Arc<dyn Broker>>) -> Hub {
+    pub(crate) fn new(
+        store: Arc<dyn PublicationStore>,
+        broker: Option<Arc<dyn Broker>>,
+        webhooks: Option<Arc<Webhooks>>,
+    ) -> Hub {
         Hub {
             channels: DashMap::new(),
             users: DashMap::new(),
             store,
             broker,
+            webhooks,
             next_conn: AtomicU64::new(1),
             counters: Counters::default(),
         }
@@ -351,7 +359,15 @@ impl Hub {
         let name: Arc<str> = Arc::from(channel);
         let state = self.lock(channel).await;
         let publication = match delivery {
-            Delivery::Reliable => self.store.append(&name, now_ms(), sender, event).await?,
+            Delivery::Reliable => match &self.webhooks {
+                Some(hooks) => {
+                    let records = |p: &Publication| hooks.for_publication(p);
+                    self.store
+                        .append_with_webhooks(&name, now_ms(), sender, event, &records)
+                        .await?
+                }
+                None => self.store.append(&name, now_ms(), sender, event).await?,
+            },
             Delivery::Ephemeral => {
                 let position = self.store.position(channel).await?;
                 Arc::new(Publication::new(
@@ -380,10 +396,24 @@ impl Hub {
 
     /// Tells other nodes about a first join or last leave on this node.
     async fn announce(&self, channel: &str, user_id: &str, joined: bool) {
+        let kind = if joined {
+            "channel.joined"
+        } else {
+            "channel.left"
+        };
+        let data = serde_json::json!({ "channel": channel, "user_id": user_id });
+        self.emit(kind, Some(channel), data);
         if let Some(broker) = &self.broker
             && let Err(e) = broker.presence(channel, user_id, joined).await
         {
             tracing::warn!(channel, user_id, error = %e, "broker presence failed");
+        }
+    }
+
+    /// Queues a webhook event (no-op without webhooks).
+    pub(crate) fn emit(&self, kind: &str, channel: Option<&str>, data: serde_json::Value) {
+        if let Some(hooks) = &self.webhooks {
+            hooks.emit(&self.store, kind, channel, data);
         }
     }
 

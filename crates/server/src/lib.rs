@@ -57,6 +57,8 @@ pub mod config;
 pub mod server;
 pub mod sql_store;
 pub mod store;
+pub mod webhook_queue;
+pub mod webhooks;
 
 mod api;
 mod hub;

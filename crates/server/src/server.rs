@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::hub::{Hub, Published};
 use crate::socket::{self, Admission};
 use crate::store::{MemoryStore, Publication, PublicationStore, StoreError};
+use crate::webhooks::Webhooks;
 
 /// State shared by every connection and handler.
 pub(crate) struct Shared {
@@ -198,9 +199,18 @@ impl TidingsBuilder {
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::for_config(&self.config)));
+        let webhooks = Webhooks::new(&self.config.webhooks, &self.config.webhook_delivery);
+        if let Some(hooks) = &webhooks
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(crate::webhooks::run_worker(
+                hooks.clone(),
+                Arc::downgrade(&store),
+            ));
+        }
         let tidings = Tidings {
             shared: Arc::new(Shared {
-                hub: Hub::new(store, self.broker),
+                hub: Hub::new(store.clone(), self.broker, webhooks.clone()),
                 auth,
                 authorizer: self.authorizer,
                 config: self.config,

@@ -64,6 +64,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocket, admission: Adm
         return refuse(socket, Code::TooManyConnections, reason).await;
     };
     metrics::gauge!("tidings_connections").increment(1.0);
+    let who = serde_json::json!({"user_id": &*user_id, "session_id": &conn.session_id});
+    shared.hub.emit("user.connected", None, who.clone());
     tracing::debug!(session = %conn.session_id, user = %user_id, "connected");
 
     let mut connection = Connection {
@@ -85,6 +87,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocket, admission: Adm
     let channels = std::mem::take(&mut connection.subscriptions);
     shared.hub.unregister(&conn, channels).await;
     metrics::gauge!("tidings_connections").decrement(1.0);
+    shared.hub.emit("user.disconnected", None, who);
     tracing::debug!(session = %conn.session_id, user = %user_id, "disconnected");
 }
 

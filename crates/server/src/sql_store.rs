@@ -45,7 +45,9 @@ use tidings_protocol::RawEvent;
 
 use crate::store::{
     Position, PruneScope, Publication, PublicationStore, Recovery, StoreError, StoreFuture,
+    WebhookFn,
 };
+use crate::webhook_queue::WebhookQueue;
 
 mod sql;
 use sql::*;
@@ -85,6 +87,8 @@ macro_rules! on_db {
         }
     };
 }
+
+mod webhook_queue;
 
 impl Db {
     /// Starts a write transaction: SQLite takes the write lock at once, so the transaction
@@ -309,10 +313,11 @@ impl SqlStore {
         ts: u64,
         sender: Option<Arc<str>>,
         event: RawEvent,
+        webhooks: Option<WebhookFn<'_>>,
     ) -> Result<Arc<Publication>, StoreError> {
         let ts_db = to_i64(ts)?;
         let name: &str = channel;
-        let (seq, epoch): (i64, String) = on_db!(&self.writer, pool => {
+        let publication = on_db!(&self.writer, pool => {
             let mut tx = pool.begin_with(self.writer.begin_sql()).await.map_err(db_error)?;
             let bumped: Option<(i64, String, i64)> = sqlx::query_as(BUMP)
                 .bind(name)
@@ -348,17 +353,22 @@ impl SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
+            let publication = Arc::new(Publication::new(
+                channel.clone(),
+                Some(to_u64(seq)?),
+                self.shared_epoch(epoch),
+                ts,
+                sender,
+                event,
+            ));
+            if let Some(webhooks) = webhooks {
+                // Same transaction: the publication and its webhooks exist together or not at all.
+                webhook_queue::insert_records!(tx, &webhooks(&publication));
+            }
             tx.commit().await.map_err(db_error)?;
-            (seq, epoch)
+            publication
         });
-        Ok(Arc::new(Publication::new(
-            channel.clone(),
-            Some(to_u64(seq)?),
-            self.shared_epoch(epoch),
-            ts,
-            sender,
-            event,
-        )))
+        Ok(publication)
     }
 
     async fn do_position(&self, channel: &str) -> Result<Position, StoreError> {
@@ -525,7 +535,22 @@ impl PublicationStore for SqlStore {
         sender: Option<Arc<str>>,
         event: RawEvent,
     ) -> StoreFuture<'a, Result<Arc<Publication>, StoreError>> {
-        Box::pin(self.do_append(channel, ts, sender, event))
+        Box::pin(self.do_append(channel, ts, sender, event, None))
+    }
+
+    fn webhook_queue(&self) -> Option<&dyn WebhookQueue> {
+        Some(self)
+    }
+
+    fn append_with_webhooks<'a>(
+        &'a self,
+        channel: &'a Arc<str>,
+        ts: u64,
+        sender: Option<Arc<str>>,
+        event: RawEvent,
+        webhooks: WebhookFn<'a>,
+    ) -> StoreFuture<'a, Result<Arc<Publication>, StoreError>> {
+        Box::pin(self.do_append(channel, ts, sender, event, Some(webhooks)))
     }
 
     fn position<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Result<Position, StoreError>> {

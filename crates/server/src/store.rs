@@ -12,6 +12,12 @@ use dashmap::DashMap;
 use tidings_protocol::messages::MessageBody;
 use tidings_protocol::{RawEvent, ServerFrame, ServerMessage};
 
+use crate::webhook_queue::{MemoryWebhookQueue, WebhookQueue, WebhookRecord};
+
+/// Makes the webhook records for a stored publication (see
+/// [`PublicationStore::append_with_webhooks`]).
+pub type WebhookFn<'a> = &'a (dyn Fn(&Publication) -> Vec<WebhookRecord> + Send + Sync);
+
 /// A boxed, sendable future, so stores can be used as `dyn PublicationStore`.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -131,6 +137,34 @@ pub trait PublicationStore: Send + Sync + 'static {
         offset: u64,
     ) -> StoreFuture<'a, Result<Recovery, StoreError>>;
 
+    /// The store's webhook queue, if it keeps one.
+    fn webhook_queue(&self) -> Option<&dyn WebhookQueue> {
+        None
+    }
+
+    /// Stores a publication and the webhook records `webhooks` makes from it. Durable
+    /// stores write both in one transaction, so no acknowledged publication misses its
+    /// webhooks; this default writes them one after the other.
+    fn append_with_webhooks<'a>(
+        &'a self,
+        channel: &'a Arc<str>,
+        ts: u64,
+        sender: Option<Arc<str>>,
+        event: RawEvent,
+        webhooks: WebhookFn<'a>,
+    ) -> StoreFuture<'a, Result<Arc<Publication>, StoreError>> {
+        Box::pin(async move {
+            let publication = self.append(channel, ts, sender, event).await?;
+            let records = webhooks(&publication);
+            if let Some(queue) = self.webhook_queue()
+                && !records.is_empty()
+            {
+                queue.enqueue(records).await?;
+            }
+            Ok(publication)
+        })
+    }
+
     /// At most `limit` stored publications of `channel` with `since < offset < before`, in
     /// offset order. With `since`, the oldest of them (paging forward); without, the newest
     /// (paging back from `before`, or from the latest). Stores keeping no history return none.
@@ -246,6 +280,7 @@ pub struct MemoryStore {
     /// Random per process, so epochs from before a restart never match.
     instance: String,
     channels: DashMap<Arc<str>, Arc<Mutex<Log>>>,
+    webhooks: MemoryWebhookQueue,
 }
 
 #[derive(Debug)]
@@ -273,6 +308,7 @@ impl MemoryStore {
             capacity,
             instance: format!("{:08x}", rand::random::<u32>()),
             channels: DashMap::new(),
+            webhooks: MemoryWebhookQueue::default(),
         }
     }
 
@@ -298,6 +334,10 @@ fn lock(log: &Mutex<Log>) -> std::sync::MutexGuard<'_, Log> {
 }
 
 impl PublicationStore for MemoryStore {
+    fn webhook_queue(&self) -> Option<&dyn WebhookQueue> {
+        Some(&self.webhooks)
+    }
+
     fn append<'a>(
         &'a self,
         channel: &'a Arc<str>,

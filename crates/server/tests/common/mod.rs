@@ -8,6 +8,9 @@
     unreachable_pub
 )]
 
+#[macro_use]
+pub mod db;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
