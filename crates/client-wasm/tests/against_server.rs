@@ -223,3 +223,52 @@ async fn a_server_restart_on_the_same_port_loses_nothing() {
     client.close().await;
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offline_inbox_is_delivered_once_and_acknowledged_automatically() {
+    let (server, addr) = serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(MemoryStore::new(100)),
+    )
+    .await;
+    for text in ["while away 1", "while away 2"] {
+        let note = Notification {
+            message: text.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            server.tidings.notify_user("9", &note).await.unwrap(),
+            0,
+            "nobody online"
+        );
+    }
+    let url = format!("ws://{addr}/ws?device=laptop");
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let open = |seen: Arc<Mutex<Vec<String>>>| {
+        let url = url.clone();
+        async move {
+            // Handlers first (`start`), so nothing that follows `connected` slips past them.
+            let client = Client::builder(url).token(token("9")).start();
+            client.on::<Notification>(move |n| seen.lock().unwrap().push(n.message));
+            client
+        }
+    };
+
+    let client = open(seen.clone()).await;
+    eventually("the inbox", || seen.lock().unwrap().len() == 2).await;
+    assert_eq!(*seen.lock().unwrap(), vec!["while away 1", "while away 2"]);
+    client.close().await; // the pending ack goes out before the close
+
+    let again = open(seen.clone()).await;
+    eventually("connected", || again.state() == State::Connected).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(seen.lock().unwrap().len(), 2, "nothing is delivered twice");
+    let note = Notification {
+        message: "live".into(),
+        ..Default::default()
+    };
+    server.tidings.notify_user("9", &note).await.unwrap();
+    eventually("the live one", || seen.lock().unwrap().len() == 3).await;
+    again.close().await;
+    server.stop().await;
+}

@@ -11,8 +11,8 @@ use serde_json::value::RawValue;
 
 use crate::Code;
 use crate::messages::{
-    ChannelRef, Connected, ErrorBody, MessageBody, PresenceChange, Publish, Reply, Shutdown,
-    Subscribe, TypingNotice, Unsubscribe,
+    Ack, ChannelRef, Connected, ErrorBody, History, HistoryPage, MessageBody, PresenceChange,
+    Publish, Reply, Shutdown, Subscribe, TypingNotice, Unsubscribe,
 };
 
 /// A request from client to server.
@@ -31,6 +31,10 @@ pub enum ClientMessage {
     Typing(ChannelRef),
     /// `presence`: list a channel's members.
     Presence(ChannelRef),
+    /// `history`: read stored publications.
+    History(History),
+    /// `ack`: processed up to an offset (the personal channel's inbox).
+    Ack(Ack),
 }
 
 /// A frame from client to server: a request and its optional id.
@@ -194,6 +198,23 @@ fn data<T: DeserializeOwned>(
     })
 }
 
+/// Decodes a `reply`'s data: `history` pages directly (their raw events cannot pass through
+/// serde's buffering of internally tagged enums), every other kind through [`Reply`].
+fn reply(id: Option<u64>, raw: Option<&RawValue>) -> Result<Reply, DecodeError> {
+    #[derive(Deserialize)]
+    struct Kind {
+        kind: String,
+    }
+    let is_history = raw
+        .and_then(|r| serde_json::from_str::<Kind>(r.get()).ok())
+        .is_some_and(|k| k.kind == "history");
+    if is_history {
+        data::<HistoryPage>(id, "reply", raw).map(Reply::History)
+    } else {
+        data(id, "reply", raw)
+    }
+}
+
 impl ClientFrame {
     /// A frame with a request id.
     pub fn request(id: u64, message: ClientMessage) -> ClientFrame {
@@ -213,6 +234,8 @@ impl ClientFrame {
             "publish" => ClientMessage::Publish(data(id, &kind, raw)?),
             "typing" => ClientMessage::Typing(data(id, &kind, raw)?),
             "presence" => ClientMessage::Presence(data(id, &kind, raw)?),
+            "history" => ClientMessage::History(data(id, &kind, raw)?),
+            "ack" => ClientMessage::Ack(data(id, &kind, raw)?),
             _ => {
                 return Err(DecodeError {
                     id,
@@ -237,6 +260,8 @@ impl ClientFrame {
             ClientMessage::Publish(_) => "publish",
             ClientMessage::Typing(_) => "typing",
             ClientMessage::Presence(_) => "presence",
+            ClientMessage::History(_) => "history",
+            ClientMessage::Ack(_) => "ack",
         }
     }
 }
@@ -264,7 +289,7 @@ impl ServerFrame {
         let message = match kind.as_str() {
             "connected" => ServerMessage::Connected(data(id, &kind, raw)?),
             "pong" => ServerMessage::Pong,
-            "reply" => ServerMessage::Reply(data(id, &kind, raw)?),
+            "reply" => ServerMessage::Reply(reply(id, raw)?),
             "error" => ServerMessage::Error(data(id, &kind, raw)?),
             "message" => ServerMessage::Message(data(id, &kind, raw)?),
             "user_joined" => ServerMessage::UserJoined(data(id, &kind, raw)?),
@@ -345,6 +370,8 @@ impl Serialize for ClientFrame {
             ClientMessage::Typing(d) | ClientMessage::Presence(d) => {
                 write_envelope(s, kind, id, Some(d))
             }
+            ClientMessage::History(d) => write_envelope(s, kind, id, Some(d)),
+            ClientMessage::Ack(d) => write_envelope(s, kind, id, Some(d)),
         }
     }
 }

@@ -49,6 +49,52 @@ pub struct Publish {
     pub delivery: Option<Delivery>,
 }
 
+/// `history`: read stored publications of a channel, a page at a time.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// The channel.
+    pub channel: String,
+    /// Only publications after this offset, oldest first (paging forward).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// Only publications before this offset; without `since`, the newest ones before it
+    /// (paging back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+    /// At most this many (the server caps it at 1000; 100 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `ack`: the client processed every publication of `channel` up to `offset`. For the
+/// personal `user:{id}` channel the server remembers it per device, and the next connection
+/// of that device starts its inbox right after it.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The channel (`user:{id}`).
+    pub channel: String,
+    /// The channel's epoch the offset belongs to.
+    pub epoch: String,
+    /// The last processed offset.
+    pub offset: u64,
+}
+
+/// The answer to `history`.
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    /// The channel.
+    pub channel: String,
+    /// The channel's epoch.
+    pub epoch: String,
+    /// The channel's latest offset.
+    pub offset: u64,
+    /// The publications, oldest first.
+    pub publications: Vec<MessageBody>,
+}
+
 /// A request that names only a channel: `typing` and `presence`.
 #[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,8 +211,12 @@ pub struct Member {
 /// `reply`: the successful result of the request with the same `id`.
 ///
 /// `kind` names the request it answers, so a reply decodes without knowing the request.
+///
+/// (`history` replies carry publications whose events are raw JSON, which serde cannot read
+/// through an internally tagged enum; [`ServerFrame::decode`](crate::ServerFrame::decode)
+/// reads that kind on its own.)
 #[cfg_attr(feature = "ts", derive(tsify::Tsify))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Reply {
@@ -185,6 +235,10 @@ pub enum Reply {
         /// With `recover`: how many missed publications follow this reply.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         missed: Option<u64>,
+        /// When not recovered: the oldest offset still stored, where history starts
+        /// (absent when nothing is stored).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        history_start: Option<u64>,
     },
     /// Answer to `unsubscribe`.
     Unsubscribe {
@@ -214,6 +268,16 @@ pub enum Reply {
     Typing {
         /// The channel.
         channel: String,
+    },
+    /// Answer to `history`.
+    #[serde(skip_deserializing)]
+    History(HistoryPage),
+    /// Answer to `ack` (only when the request carried an `id`).
+    Ack {
+        /// The channel.
+        channel: String,
+        /// The acknowledged offset.
+        offset: u64,
     },
 }
 

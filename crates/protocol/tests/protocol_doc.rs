@@ -172,6 +172,8 @@ fn reply_kind(reply: &Reply) -> &'static str {
         Reply::Publish { .. } => "publish",
         Reply::Presence { .. } => "presence",
         Reply::Typing { .. } => "typing",
+        Reply::History(_) => "history",
+        Reply::Ack { .. } => "ack",
         other => panic!("reply kind not known to this test, document it: {other:?}"),
     }
 }
@@ -242,7 +244,9 @@ fn the_source_scan_finds_the_known_types() {
             "unsubscribe",
             "publish",
             "typing",
-            "presence"
+            "presence",
+            "history",
+            "ack"
         ]),
         "client frame types changed in src/frame.rs: document them, then update this list"
     );
@@ -263,7 +267,15 @@ fn the_source_scan_finds_the_known_types() {
     );
     assert_eq!(
         reply_kinds_in_source(),
-        names(&["subscribe", "unsubscribe", "publish", "presence", "typing"]),
+        names(&[
+            "subscribe",
+            "unsubscribe",
+            "publish",
+            "presence",
+            "typing",
+            "history",
+            "ack"
+        ]),
         "reply kinds changed in src/messages.rs: document them, then update this list"
     );
 }

@@ -10,8 +10,9 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use serde_json::{Map, Number, Value};
 use tidings_protocol::messages::{
-    ChannelPosition, ChannelRef, Connected, ErrorBody, Member, MessageBody, PresenceChange,
-    Publish, Recover, Reply, Shutdown, Subscribe, TypingNotice, Unsubscribe,
+    Ack, ChannelPosition, ChannelRef, Connected, ErrorBody, History, HistoryPage, Member,
+    MessageBody, PresenceChange, Publish, Recover, Reply, Shutdown, Subscribe, TypingNotice,
+    Unsubscribe,
 };
 use tidings_protocol::{
     AnalysisStatus, ChatMessage, ClientFrame, ClientMessage, Code, Delivery, Level, Notification,
@@ -215,6 +216,27 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         ),
         text().prop_map(|channel| ClientMessage::Typing(ChannelRef { channel })),
         text().prop_map(|channel| ClientMessage::Presence(ChannelRef { channel })),
+        (
+            text(),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<u32>()),
+        )
+            .prop_map(
+                |(channel, since, before, limit)| ClientMessage::History(History {
+                    channel,
+                    since,
+                    before,
+                    limit,
+                })
+            ),
+        (text(), text(), any::<u64>()).prop_map(|(channel, epoch, offset)| ClientMessage::Ack(
+            Ack {
+                channel,
+                epoch,
+                offset
+            }
+        )),
     ]
 }
 
@@ -262,14 +284,16 @@ fn reply() -> impl Strategy<Value = Reply> {
             any::<u64>(),
             proptest::option::of(any::<bool>()),
             proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<u64>()),
         )
             .prop_map(
-                |(channel, epoch, offset, recovered, missed)| Reply::Subscribe {
+                |(channel, epoch, offset, recovered, missed, history_start)| Reply::Subscribe {
                     channel,
                     epoch,
                     offset,
                     recovered,
                     missed,
+                    history_start,
                 }
             ),
         text().prop_map(|channel| Reply::Unsubscribe { channel }),
@@ -297,6 +321,21 @@ fn reply() -> impl Strategy<Value = Reply> {
         )
             .prop_map(|(channel, members)| Reply::Presence { channel, members }),
         text().prop_map(|channel| Reply::Typing { channel }),
+        (
+            text(),
+            text(),
+            any::<u64>(),
+            prop::collection::vec(message_body(), 0..3)
+        )
+            .prop_map(|(channel, epoch, offset, publications)| Reply::History(
+                HistoryPage {
+                    channel,
+                    epoch,
+                    offset,
+                    publications,
+                }
+            )),
+        (text(), any::<u64>()).prop_map(|(channel, offset)| Reply::Ack { channel, offset }),
     ]
 }
 
@@ -459,7 +498,7 @@ fn strategies_reach_every_frame_type_and_reply_kind() {
             reply_kinds.insert(kind);
         }
     }
-    assert_eq!(client_kinds.len(), 6, "{client_kinds:?}");
+    assert_eq!(client_kinds.len(), 8, "{client_kinds:?}");
     assert_eq!(server_kinds.len(), 9, "{server_kinds:?}");
-    assert_eq!(reply_kinds.len(), 5, "{reply_kinds:?}");
+    assert_eq!(reply_kinds.len(), 7, "{reply_kinds:?}");
 }

@@ -147,7 +147,7 @@ impl IntoResponse for PublishError {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tidings HTTP API", description = "Publish, notify and inspect a Tidings node. Every /api route except this document needs `Authorization: Bearer <TIDINGS_API_KEY>`."),
-    paths(publish, notify_user, broadcast, stats, user_status, channel_members, disconnect_user),
+    paths(publish, notify_user, broadcast, stats, user_status, channel_members, history, disconnect_user),
     components(schemas(PublishBody, PublishAnswer, NotifyBody, BroadcastBody, Delivered, UserStatus, Members, Disconnected, ApiError, ApiErrorBody, Stats)),
     modifiers(&BearerAuth)
 )]
@@ -182,6 +182,7 @@ pub(crate) fn routes(tidings: Tidings) -> Router {
         ));
     Router::new()
         .merge(guarded)
+        .route("/api/channels/{name}/history", get(history))
         .route(
             "/api/openapi.json",
             get(|| async { Json(ApiDoc::openapi()) }),
@@ -318,6 +319,69 @@ async fn channel_members(
         channel: name,
         members,
     })
+}
+
+/// `GET /api/channels/{name}/history` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct HistoryQuery {
+    /// Only offsets greater than this, oldest first (paging forward).
+    since: Option<u64>,
+    /// Only offsets smaller than this; without `since`, the newest before it (paging back).
+    before: Option<u64>,
+    /// Page size, default 100, at most 1000.
+    limit: Option<u32>,
+}
+
+/// A page of a channel's stored publications. Authorized by the API key, or by a user's
+/// JWT (`Authorization: Bearer <token>`) when the user may subscribe to the channel.
+#[utoipa::path(get, path = "/api/channels/{name}/history",
+    params(("name" = String, Path, description = "channel name"), HistoryQuery),
+    responses((status = 200, description = "{channel, epoch, offset, publications: [message data]}", body = Object),
+        (status = 401, body = ApiError), (status = 403, body = ApiError)),
+    security(("api_key" = [])))]
+async fn history(
+    State(tidings): State<Tidings>,
+    Path(name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<HistoryQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let shared = &tidings.shared;
+    let by_key = matches!((presented, shared.config.api_key.as_deref()),
+        (Some(given), Some(key)) if constant_time_eq(given.as_bytes(), key.as_bytes()));
+    if !by_key {
+        let claims = match shared.auth.verify(presented) {
+            Ok(claims) => std::sync::Arc::new(claims),
+            Err(e) => return api_error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+        };
+        let user: std::sync::Arc<str> = std::sync::Arc::from(claims.sub.as_str());
+        if !shared
+            .authorize(&user, &claims, &name, crate::auth::Action::Subscribe)
+            .await
+        {
+            return api_error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("access to {name} denied"),
+            );
+        }
+    }
+    let limit = query.limit.unwrap_or(100);
+    match shared
+        .history_page(&name, query.since, query.before, limit)
+        .await
+    {
+        Ok(page) => Json(page).into_response(),
+        Err(e) => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+    }
 }
 
 /// Close every connection of a user (close code 4006; clients do not reconnect).

@@ -289,6 +289,16 @@ impl Hub {
             None => (self.store.position(channel).await?, None, Vec::new()),
         };
         if let Asked::Request(id) = asked {
+            // Not recovered: tell the client where stored history starts.
+            let history_start = match recovered {
+                Some(false) => self
+                    .store
+                    .history(channel, Some(0), None, 1)
+                    .await?
+                    .first()
+                    .and_then(|p| p.offset),
+                _ => None,
+            };
             conn.send(&ServerFrame {
                 id,
                 message: ServerMessage::Reply(Reply::Subscribe {
@@ -297,6 +307,7 @@ impl Hub {
                     offset: position.offset,
                     recovered,
                     missed: recovered.map(|_| missed.len() as u64),
+                    history_start,
                 }),
             });
         }

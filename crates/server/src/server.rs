@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use serde::Serialize;
-use tidings_protocol::messages::Member;
+use tidings_protocol::messages::{HistoryPage, Member};
 use tidings_protocol::{
     Code, Delivery, Event, Notification, PROTOCOL_VERSION, RawEvent, SUBPROTOCOL, ServerFrame,
     ServerMessage, TOKEN_SUBPROTOCOL_PREFIX,
@@ -41,6 +41,26 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// A page of a channel's stored history (limit capped at 1000).
+    pub(crate) async fn history_page(
+        &self,
+        channel: &str,
+        since: Option<u64>,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<HistoryPage, StoreError> {
+        let store = self.hub.store();
+        let position = store.position(channel).await?;
+        let limit = usize::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
+        let publications = store.history(channel, since, before, limit).await?;
+        Ok(HistoryPage {
+            channel: channel.to_owned(),
+            epoch: position.epoch.to_string(),
+            offset: position.offset,
+            publications: publications.iter().map(|p| p.to_message()).collect(),
+        })
+    }
+
     /// The delivery class a publication to `channel` gets: channels of an ephemeral class are
     /// never stored, whatever the event type says.
     pub(crate) fn delivery(&self, channel: &str, requested: Delivery) -> Delivery {
@@ -273,6 +293,25 @@ impl Tidings {
         Ok(deleted)
     }
 
+    /// The node's publication store (for reading history in your own handlers).
+    pub fn store(&self) -> &Arc<dyn PublicationStore> {
+        self.shared.hub.store()
+    }
+
+    /// A page of a channel's stored history, as the `history` request and
+    /// `GET /api/channels/{name}/history` return it (limit capped at 1000).
+    pub async fn history(
+        &self,
+        channel: &str,
+        since: Option<u64>,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<HistoryPage, StoreError> {
+        self.shared
+            .history_page(channel, since, before, limit)
+            .await
+    }
+
     /// The node's configuration.
     pub fn config(&self) -> &Config {
         &self.shared.config
@@ -455,6 +494,8 @@ pub struct ConnectRequest {
     origin: Option<String>,
     /// Versions offered through `tidings.vN` subprotocols or `?protocol=N`.
     offered_versions: Vec<(String, Option<u32>)>,
+    /// `?device=`: names the device whose inbox position this connection uses.
+    device: String,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ConnectRequest {
@@ -489,8 +530,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ConnectRequest {
         if let Some(v) = query.get("protocol") {
             offered_versions.push((String::new(), v.parse().ok()));
         }
+        let device = query
+            .get("device")
+            .filter(|d| valid_device(d))
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_DEVICE.to_owned());
         Ok(ConnectRequest {
             upgrade,
+            device,
             token,
             origin: headers
                 .get(header::ORIGIN)
@@ -499,6 +546,17 @@ impl<S: Send + Sync> FromRequestParts<S> for ConnectRequest {
             offered_versions,
         })
     }
+}
+
+/// The device of connections that do not name one.
+pub const DEFAULT_DEVICE: &str = "default";
+
+/// Device names: 1–64 characters of `A-Z a-z 0-9 _ - . :`; anything else counts as absent.
+fn valid_device(device: &str) -> bool {
+    (1..=64).contains(&device.len())
+        && device
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
 }
 
 fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
@@ -596,6 +654,7 @@ impl IntoResponse for Accept {
                 .into_response();
         }
         let token = request.token;
+        let device = request.device;
         upgrade
             .on_upgrade(move |socket| async move {
                 let claims = match shared.auth.verify(token.as_deref()) {
@@ -615,6 +674,7 @@ impl IntoResponse for Accept {
                 let admission = Admission {
                     claims,
                     bound_channel,
+                    device,
                 };
                 socket::serve(shared, socket, admission).await;
             })

@@ -26,6 +26,8 @@ pub(crate) struct Admission {
     pub(crate) claims: Claims,
     /// A channel the route binds the connection to (e.g. `ticket:42` from the path).
     pub(crate) bound_channel: Option<String>,
+    /// The device whose inbox position the personal channel starts from.
+    pub(crate) device: String,
 }
 
 /// Closes a socket right after the upgrade with a code and reason (auth failures etc.).
@@ -69,6 +71,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocket, admission: Adm
     tracing::debug!(session = %conn.session_id, user = %user_id, "connected");
 
     let mut connection = Connection {
+        device: admission.device,
         claims: Arc::new(admission.claims),
         subscriptions: HashSet::new(),
         automatic: Vec::new(),
@@ -115,6 +118,8 @@ struct Connection {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
     claims: Arc<Claims>,
+    /// The device named at connect (`?device=`), for the offline inbox.
+    device: String,
     /// Channels this connection is in, including the automatic ones.
     subscriptions: HashSet<Arc<str>>,
     /// Channels the server joined by itself (personal, route-bound): they cannot be left.
@@ -143,19 +148,34 @@ impl Connection {
         // Read positions first and announce them in `connected`; then subscribe recovering
         // from those positions, so whatever is published in between still arrives, after
         // `connected` and in order.
+        let personal = automatic.first().cloned().unwrap_or_default();
         let mut subscriptions = Vec::with_capacity(automatic.len());
         for channel in &automatic {
-            match self.shared.hub.position(channel).await {
-                Ok(position) => subscriptions.push(tidings_protocol::messages::ChannelPosition {
-                    channel: channel.clone(),
-                    epoch: position.epoch.to_string(),
-                    offset: position.offset,
-                }),
+            let position = match self.shared.hub.position(channel).await {
+                Ok(position) => position,
                 Err(e) => {
                     self.conn.outbox.close(Code::Unavailable, e.to_string());
                     return false;
                 }
-            }
+            };
+            // The personal channel is the offline inbox: it starts where this device
+            // acknowledged, so what was published while it was away follows `connected`.
+            let offset = if *channel == personal {
+                match self.inbox_start(channel, &position).await {
+                    Ok(offset) => offset,
+                    Err(e) => {
+                        self.conn.outbox.close(Code::Unavailable, e.to_string());
+                        return false;
+                    }
+                }
+            } else {
+                position.offset
+            };
+            subscriptions.push(tidings_protocol::messages::ChannelPosition {
+                channel: channel.clone(),
+                epoch: position.epoch.to_string(),
+                offset,
+            });
         }
         let config = &self.shared.config;
         self.conn
@@ -193,6 +213,39 @@ impl Connection {
             self.subscriptions.insert(channel);
         }
         true
+    }
+
+    /// The offset the personal channel starts after: the device's (or user's) last ack in
+    /// this epoch, else 0; moved past what retention already removed.
+    async fn inbox_start(
+        &self,
+        channel: &str,
+        position: &crate::store::Position,
+    ) -> Result<u64, crate::store::StoreError> {
+        let store = self.shared.hub.store();
+        let (user, device) = (&*self.conn.user_id, self.device.as_str());
+        let known = store.inbox_start(user, device).await?;
+        let acked = match &known {
+            Some(start) if *start.epoch == *position.epoch && start.offset <= position.offset => {
+                start.offset
+            }
+            _ => 0,
+        };
+        let start = if acked >= position.offset {
+            position.offset
+        } else {
+            let oldest = store.history(channel, Some(acked), None, 1).await?;
+            match oldest.first().and_then(|p| p.offset) {
+                Some(first) => first.saturating_sub(1).max(acked),
+                None => position.offset,
+            }
+        };
+        // A device's first connection pins its own position, so from now on it gets every
+        // item once, whatever the user's other devices acknowledge.
+        if !known.as_ref().is_some_and(|k| k.own) {
+            store.ack(user, device, &position.epoch, start).await?;
+        }
+        Ok(start)
     }
 
     async fn read_loop(
@@ -448,6 +501,45 @@ impl Connection {
                         members,
                     },
                 );
+            }
+            ClientMessage::History(request) => {
+                if let Err(reason) = check_channel_name(&request.channel) {
+                    return self.reply_error(id, Code::BadFrame, &reason);
+                }
+                if !self.allowed(&request.channel, Action::Subscribe).await {
+                    let message = format!("access to {} denied", request.channel);
+                    return self.reply_error(id, Code::Forbidden, &message);
+                }
+                let limit = request.limit.unwrap_or(100);
+                let page = self
+                    .shared
+                    .history_page(&request.channel, request.since, request.before, limit)
+                    .await;
+                match page {
+                    Ok(page) => self.reply(id, Reply::History(page)),
+                    Err(e) => self.reply_error(id, Code::Unavailable, &e.to_string()),
+                }
+            }
+            ClientMessage::Ack(ack) => {
+                if ack.channel != tidings_protocol::user_channel(&self.conn.user_id) {
+                    let message = "acknowledgements are kept for your own user:{id} channel only";
+                    return self.reply_error(id, Code::Forbidden, message);
+                }
+                let store = self.shared.hub.store();
+                match store
+                    .ack(&self.conn.user_id, &self.device, &ack.epoch, ack.offset)
+                    .await
+                {
+                    Ok(()) if id.is_some() => self.reply(
+                        id,
+                        Reply::Ack {
+                            channel: ack.channel,
+                            offset: ack.offset,
+                        },
+                    ),
+                    Ok(()) => {}
+                    Err(e) => self.reply_error(id, Code::Unavailable, &e.to_string()),
+                }
             }
             _ => self.reply_error(id, Code::BadFrame, "unsupported request"),
         }

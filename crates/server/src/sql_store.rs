@@ -44,8 +44,8 @@ use sqlx::sqlite::{
 use tidings_protocol::RawEvent;
 
 use crate::store::{
-    Position, PruneScope, Publication, PublicationStore, Recovery, StoreError, StoreFuture,
-    WebhookFn,
+    InboxStart, Position, PruneScope, Publication, PublicationStore, Recovery, StoreError,
+    StoreFuture, WebhookFn,
 };
 use crate::webhook_queue::WebhookQueue;
 
@@ -88,6 +88,7 @@ macro_rules! on_db {
     };
 }
 
+mod inbox;
 mod webhook_queue;
 
 impl Db {
@@ -540,6 +541,24 @@ impl PublicationStore for SqlStore {
 
     fn webhook_queue(&self) -> Option<&dyn WebhookQueue> {
         Some(self)
+    }
+
+    fn ack<'a>(
+        &'a self,
+        user_id: &'a str,
+        device: &'a str,
+        epoch: &'a str,
+        offset: u64,
+    ) -> StoreFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.do_ack(user_id, device, epoch, offset))
+    }
+
+    fn inbox_start<'a>(
+        &'a self,
+        user_id: &'a str,
+        device: &'a str,
+    ) -> StoreFuture<'a, Result<Option<InboxStart>, StoreError>> {
+        Box::pin(self.do_inbox_start(user_id, device))
     }
 
     fn append_with_webhooks<'a>(

@@ -61,18 +61,23 @@ impl Publication {
         }
     }
 
+    /// The publication as a `message` frame's data.
+    pub fn to_message(&self) -> MessageBody {
+        MessageBody {
+            channel: self.channel.to_string(),
+            offset: self.offset,
+            epoch: self.epoch.to_string(),
+            ts: self.ts,
+            sender: self.sender.as_deref().map(str::to_owned),
+            event: self.event.clone(),
+        }
+    }
+
     /// The encoded `message` frame (computed once).
     pub fn frame(&self) -> Utf8Bytes {
         self.frame
             .get_or_init(|| {
-                let frame = ServerFrame::push(ServerMessage::Message(MessageBody {
-                    channel: self.channel.to_string(),
-                    offset: self.offset,
-                    epoch: self.epoch.to_string(),
-                    ts: self.ts,
-                    sender: self.sender.as_deref().map(str::to_owned),
-                    event: self.event.clone(),
-                }));
+                let frame = ServerFrame::push(ServerMessage::Message(self.to_message()));
                 Utf8Bytes::from(frame.encode())
             })
             .clone()
@@ -136,6 +141,30 @@ pub trait PublicationStore: Send + Sync + 'static {
         epoch: &'a str,
         offset: u64,
     ) -> StoreFuture<'a, Result<Recovery, StoreError>>;
+
+    /// Records that `device` of `user_id` processed its personal channel up to `offset` of
+    /// `epoch` (the offline inbox). Stores keep the highest offset per epoch.
+    fn ack<'a>(
+        &'a self,
+        user_id: &'a str,
+        device: &'a str,
+        epoch: &'a str,
+        offset: u64,
+    ) -> StoreFuture<'a, Result<(), StoreError>> {
+        let _ = (user_id, device, epoch, offset);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Where a connection of `device` starts its personal channel: that device's last ack,
+    /// else the user's most recent ack on any device, else `None` (the start of history).
+    fn inbox_start<'a>(
+        &'a self,
+        user_id: &'a str,
+        device: &'a str,
+    ) -> StoreFuture<'a, Result<Option<InboxStart>, StoreError>> {
+        let _ = (user_id, device);
+        Box::pin(async { Ok(None) })
+    }
 
     /// The store's webhook queue, if it keeps one.
     fn webhook_queue(&self) -> Option<&dyn WebhookQueue> {
@@ -242,6 +271,17 @@ pub async fn prune_all(
     Ok(deleted)
 }
 
+/// Where a device's offline inbox starts (see [`PublicationStore::inbox_start`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxStart {
+    /// The epoch of the acknowledged offset.
+    pub epoch: String,
+    /// The last acknowledged offset.
+    pub offset: u64,
+    /// Whether the device itself acknowledged it (`false`: another device of the user did).
+    pub own: bool,
+}
+
 /// The channels a [`PublicationStore::prune`] applies to: those matching `pattern`
 /// (`prefix*`, an exact name, or `*` for all) and none of `except` (the patterns of the
 /// classes listed before it, which have their own retention).
@@ -281,6 +321,8 @@ pub struct MemoryStore {
     instance: String,
     channels: DashMap<Arc<str>, Arc<Mutex<Log>>>,
     webhooks: MemoryWebhookQueue,
+    /// (user, device) → (epoch, offset, when): the offline inbox's acknowledgements.
+    acks: DashMap<(String, String), (String, u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -309,6 +351,7 @@ impl MemoryStore {
             instance: format!("{:08x}", rand::random::<u32>()),
             channels: DashMap::new(),
             webhooks: MemoryWebhookQueue::default(),
+            acks: DashMap::new(),
         }
     }
 
@@ -336,6 +379,53 @@ fn lock(log: &Mutex<Log>) -> std::sync::MutexGuard<'_, Log> {
 impl PublicationStore for MemoryStore {
     fn webhook_queue(&self) -> Option<&dyn WebhookQueue> {
         Some(&self.webhooks)
+    }
+
+    fn ack<'a>(
+        &'a self,
+        user_id: &'a str,
+        device: &'a str,
+        epoch: &'a str,
+        offset: u64,
+    ) -> StoreFuture<'a, Result<(), StoreError>> {
+        let key = (user_id.to_owned(), device.to_owned());
+        let now = crate::hub::now_ms();
+        self.acks
+            .entry(key)
+            .and_modify(|(e, o, at)| {
+                if e != epoch || *o < offset {
+                    (*e, *o, *at) = (epoch.to_owned(), offset, now);
+                }
+            })
+            .or_insert_with(|| (epoch.to_owned(), offset, now));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn inbox_start<'a>(
+        &'a self,
+        user_id: &'a str,
+        device: &'a str,
+    ) -> StoreFuture<'a, Result<Option<InboxStart>, StoreError>> {
+        let own = self
+            .acks
+            .get(&(user_id.to_owned(), device.to_owned()))
+            .map(|entry| InboxStart {
+                epoch: entry.0.clone(),
+                offset: entry.1,
+                own: true,
+            });
+        let start = own.or_else(|| {
+            self.acks
+                .iter()
+                .filter(|entry| entry.key().0 == user_id)
+                .max_by_key(|entry| (entry.value().2, entry.value().1))
+                .map(|entry| InboxStart {
+                    epoch: entry.value().0.clone(),
+                    offset: entry.value().1,
+                    own: false,
+                })
+        });
+        Box::pin(async { Ok(start) })
     }
 
     fn append<'a>(

@@ -359,6 +359,7 @@ impl Core {
                 return;
             }
         }
+        self.note_processed(now, &message.channel, &message.epoch, offset);
         self.emit(ClientEvent::Publication(message));
     }
 }

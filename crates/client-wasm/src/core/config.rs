@@ -36,6 +36,11 @@ pub struct Config {
     /// connection is (re)established; one more fails at once with
     /// [`ClientError::QueueFull`](crate::ClientError::QueueFull).
     pub publish_queue: usize,
+    /// How long after a publication of the personal channel `user:{id}` was handed to the
+    /// application the client acknowledges it (acks are batched: one per delay at most).
+    /// The server then starts this device's next connection after it (the offline inbox);
+    /// name the device with a `device=` query parameter in the URL.
+    pub ack_delay: Duration,
 }
 
 impl Config {
@@ -49,6 +54,7 @@ impl Config {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             publish_queue: 1000,
+            ack_delay: Duration::from_millis(200),
         }
     }
 }

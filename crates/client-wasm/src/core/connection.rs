@@ -219,6 +219,7 @@ impl Core {
             self.set_timer(Timer::Heartbeat, now.saturating_add(connected.heartbeat_ms));
         }
         self.state = State::Connected;
+        self.personal = Some(tidings_protocol::user_channel(&connected.user_id));
         let automatic = connected.subscriptions.clone();
         self.emit_connection(ConnectionEvent::Connected(Box::new(connected)));
         self.restore_subscriptions(now, &automatic);
@@ -264,6 +265,7 @@ impl Core {
                     self.retry_subscriptions(now);
                 }
             }
+            Timer::Ack => self.send_ack(),
         }
     }
 

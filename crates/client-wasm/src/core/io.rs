@@ -39,6 +39,8 @@ pub enum Timer {
     Requests,
     /// The earliest retry of a subscription the server refused with a retryable code.
     Resubscribe,
+    /// Time to acknowledge what the application processed of the personal channel.
+    Ack,
 }
 
 /// The connection state. Changes are reported as [`ConnectionEvent`]s.

@@ -61,7 +61,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use tidings_protocol::messages::{ChannelRef, Publish};
+use tidings_protocol::messages::{Ack, ChannelRef, Publish};
 use tidings_protocol::{ClientFrame, ClientMessage, Code, Delivery, RawEvent};
 
 pub use config::{Auth, Backoff, Config, RandomSource, SplitMix64, url_with_token};
@@ -123,6 +123,11 @@ pub struct Core {
     pending: BTreeMap<u64, Pending>,
     /// Publishes waiting for a connection, oldest first.
     queue: VecDeque<Queued>,
+    /// This user's personal channel (`user:{id}` from `connected`), whose processed
+    /// publications are acknowledged for the offline inbox.
+    personal: Option<String>,
+    /// The personal channel's last processed (epoch, offset) not yet acknowledged.
+    pending_ack: Option<(String, u64)>,
 }
 
 impl std::fmt::Debug for Core {
@@ -166,6 +171,8 @@ impl Core {
             subs: BTreeMap::new(),
             left: BTreeSet::new(),
             auto: BTreeSet::new(),
+            personal: None,
+            pending_ack: None,
             pending: BTreeMap::new(),
             queue: VecDeque::new(),
         }
@@ -218,6 +225,7 @@ impl Core {
         if self.state == State::Closed {
             return;
         }
+        self.send_ack();
         if let Some(attempt) = self.attempt.take() {
             self.push(Output::CloseTransport {
                 conn: attempt.conn,
@@ -366,6 +374,43 @@ impl Core {
     }
 
     // ----- helpers shared by the submodules -----
+
+    /// Sends the pending acknowledgement of the personal channel, if connected.
+    fn send_ack(&mut self) {
+        let (Some(channel), Some(attempt), true) =
+            (self.personal.clone(), &self.attempt, self.is_connected())
+        else {
+            return;
+        };
+        let conn = attempt.conn;
+        if let Some((epoch, offset)) = self.pending_ack.take() {
+            let frame = ClientFrame {
+                id: None,
+                message: ClientMessage::Ack(Ack {
+                    channel,
+                    epoch,
+                    offset,
+                }),
+            };
+            self.push(Output::Send {
+                conn,
+                text: frame.encode(),
+            });
+        }
+    }
+
+    /// Notes that the application got a personal-channel publication; acknowledged after
+    /// [`Config::ack_delay`].
+    fn note_processed(&mut self, now: u64, channel: &str, epoch: &str, offset: u64) {
+        if self.personal.as_deref() != Some(channel) {
+            return;
+        }
+        self.pending_ack = Some((epoch.to_owned(), offset));
+        if !self.timers.contains_key(&Timer::Ack) {
+            let delay = u64::try_from(self.config.ack_delay.as_millis()).unwrap_or(u64::MAX);
+            self.set_timer(Timer::Ack, now.saturating_add(delay));
+        }
+    }
 
     fn push(&mut self, output: Output) {
         self.outputs.push_back(output);

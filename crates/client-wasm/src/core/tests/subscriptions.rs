@@ -449,3 +449,39 @@ fn a_subscribe_that_times_out_fails_and_is_undone() {
     assert!(delivered(&h.take()).is_empty());
     assert_eq!(h.core.subscriptions().count(), 0);
 }
+
+/// The `ack` frames among the outputs: (channel, epoch, offset).
+fn acks(outputs: &[Output]) -> Vec<(String, String, u64)> {
+    sent(outputs)
+        .into_iter()
+        .filter_map(|frame| match frame.message {
+            tidings_protocol::ClientMessage::Ack(ack) => Some((ack.channel, ack.epoch, ack.offset)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn personal_channel_publications_are_acknowledged_once_per_delay_and_on_close() {
+    let mut h = Harness::default_config();
+    h.establish(&[("user:7", "u", 0)]);
+    h.take();
+    h.publication("user:7", "u", Some(1));
+    h.publication("user:7", "u", Some(2));
+    let outputs = h.take();
+    assert_eq!(delivered(&outputs).len(), 2);
+    assert!(acks(&outputs).is_empty(), "batched, not per publication");
+    h.advance(199);
+    assert!(acks(&h.take()).is_empty());
+    h.advance(1);
+    assert_eq!(acks(&h.take()), [("user:7".to_owned(), "u".to_owned(), 2)]);
+    // Nothing new: no ack. Another channel: never acked.
+    h.advance(1000);
+    h.publication("other", "u", Some(1));
+    h.advance(1000);
+    assert!(acks(&h.take()).is_empty());
+    // Closing flushes what is pending.
+    h.publication("user:7", "u", Some(3));
+    h.core.close(h.now);
+    assert_eq!(acks(&h.take()), [("user:7".to_owned(), "u".to_owned(), 3)]);
+}
