@@ -1,0 +1,114 @@
+//! The throughput cost of durability: acknowledged publishes per second through
+//! `Tidings::publish` to a durable channel (memory, SQLite, PostgreSQL) and to an ephemeral
+//! one, with 1 and 16 concurrent publishers (each on its own channel).
+//!
+//! `cargo run --release -p tidings-bench --bin durability [-- SECONDS]`
+//! PostgreSQL from `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+use tidings_protocol::Notification;
+use tidings_server::sql_store::SqlStore;
+use tidings_server::store::{MemoryStore, PublicationStore};
+use tidings_server::{Config, Tidings};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let seconds: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let duration = Duration::from_secs(seconds);
+    let dir = std::env::temp_dir().join(format!("tidings-bench-{:016x}", rand::random::<u64>()));
+    let pg_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("tidings_bench_{:016x}", rand::random::<u64>());
+
+    println!("| store | class | publishers | publishes/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    for publishers in [1usize, 16] {
+        let memory: Arc<dyn PublicationStore> = Arc::new(MemoryStore::new(1000));
+        run(
+            "memory",
+            "ephemeral",
+            memory.clone(),
+            publishers,
+            duration,
+            true,
+        )
+        .await?;
+        run("memory", "durable", memory, publishers, duration, false).await?;
+        let sqlite: Arc<dyn PublicationStore> =
+            Arc::new(SqlStore::sqlite(dir.join(format!("p{publishers}/"))).await?);
+        run("SQLite", "durable", sqlite, publishers, duration, false).await?;
+        let pg: Arc<dyn PublicationStore> = Arc::new(
+            SqlStore::postgres_in_schema(&pg_url, &format!("{schema}_{publishers}")).await?,
+        );
+        run("PostgreSQL", "durable", pg, publishers, duration, false).await?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut admin = sqlx::PgConnection::connect(&pg_url).await?;
+    for publishers in [1, 16] {
+        sqlx::query(&format!("DROP SCHEMA {schema}_{publishers} CASCADE"))
+            .execute(&mut admin)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn run(
+    store_name: &str,
+    class: &str,
+    store: Arc<dyn PublicationStore>,
+    publishers: usize,
+    duration: Duration,
+    ephemeral: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = Config::default();
+    config.jwt.secret = Some("bench".into());
+    if ephemeral {
+        config.channels = vec![tidings_server::config::ChannelClass {
+            pattern: "bench:*".into(),
+            ephemeral: true,
+            history_size: None,
+            history_ttl: None,
+        }];
+    }
+    let tidings = Tidings::builder().config(config).store(store).build()?;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let tidings = tidings.clone();
+        tasks.push(tokio::spawn(async move {
+            let channel = format!("bench:{p}");
+            let note = Notification {
+                message: "x".repeat(100),
+                ..Default::default()
+            };
+            let mut latencies = Vec::new();
+            while start.elapsed() < duration {
+                let sent = Instant::now();
+                if tidings.publish(&channel, &note).await.is_err() {
+                    break;
+                }
+                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await?);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "| {store_name} | {class} | {publishers} | {:.0} | {:.3} | {:.3} |",
+        all.len() as f64 / elapsed,
+        tidings_bench::percentile(&all, 0.5),
+        tidings_bench::percentile(&all, 0.99)
+    );
+    Ok(())
+}
