@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use tidings_protocol::messages::Member;
+use tidings_protocol::messages::{HistoryPage, Member};
 use tidings_protocol::{Code, Delivery, Event, RawEvent};
 
 use crate::ClientError;
@@ -58,6 +58,13 @@ enum Command {
     },
     Presence {
         channel: String,
+        reply: ReplyTo,
+    },
+    History {
+        channel: String,
+        since: Option<u64>,
+        before: Option<u64>,
+        limit: Option<u32>,
         reply: ReplyTo,
     },
     Typing {
@@ -359,6 +366,30 @@ impl Client {
             .await?
         {
             Completion::Presence { members, .. } => Ok(members),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A page of `channel`'s stored history (needs a live connection): with `since`, the
+    /// oldest publications after that offset; without, the newest before `before` (or the
+    /// end). `limit` defaults to 100 on the server, at most 1000.
+    pub async fn history(
+        &self,
+        channel: impl Into<String>,
+        since: Option<u64>,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage, ClientError> {
+        let channel = channel.into();
+        let command = |reply| Command::History {
+            channel,
+            since,
+            before,
+            limit,
+            reply,
+        };
+        match self.request(command).await? {
+            Completion::History(page) => Ok(page),
             other => Err(unexpected(&other)),
         }
     }

@@ -133,6 +133,21 @@ async fn typed_events_requests_and_presence_against_the_server() {
     eventually("the chat message", || chats.lock().unwrap().len() == 1).await;
     assert_eq!(chats.lock().unwrap()[0], "hello");
 
+    let page = client
+        .history("ticket:1", None, None, Some(10))
+        .await
+        .unwrap();
+    assert_eq!(page.publications.len(), 1);
+    assert_eq!(
+        page.publications[0]
+            .event
+            .decode::<ChatMessage>()
+            .unwrap()
+            .unwrap()
+            .content,
+        "hello"
+    );
+
     let members = room.presence().await.unwrap();
     assert_eq!(members.len(), 1);
     assert_eq!(members[0].user_id, "7");

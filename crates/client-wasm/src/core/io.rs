@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use tidings_protocol::Code;
-use tidings_protocol::messages::{Connected, Member, MessageBody, PresenceChange, TypingNotice};
+use tidings_protocol::messages::{
+    Connected, HistoryPage, Member, MessageBody, PresenceChange, TypingNotice,
+};
 
 use crate::ClientError;
 
@@ -166,7 +168,7 @@ pub enum ClientEvent {
 }
 
 /// The successful result of an operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Completion {
     /// A subscribe succeeded (on its first successful reply).
@@ -185,6 +187,8 @@ pub enum Completion {
         /// One entry per user.
         members: Vec<Member>,
     },
+    /// A page of a channel's stored history.
+    History(HistoryPage),
 }
 
 /// An input to the core, with the time it happened passed to

@@ -61,7 +61,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use tidings_protocol::messages::{Ack, ChannelRef, Publish};
+use tidings_protocol::messages::{Ack, ChannelRef, History, Publish};
 use tidings_protocol::{ClientFrame, ClientMessage, Code, Delivery, RawEvent};
 
 pub use config::{Auth, Backoff, Config, RandomSource, SplitMix64, url_with_token};
@@ -352,6 +352,32 @@ impl Core {
         let op = self.new_op();
         let message = ClientMessage::Presence(ChannelRef { channel });
         self.send_request(now, message, Request::Presence { op }, true)?;
+        Ok(op)
+    }
+
+    /// Reads a page of `channel`'s stored history (needs a live connection): with `since`,
+    /// the oldest publications after it; without, the newest before `before` (or the end).
+    /// Completes with [`Completion::History`].
+    pub fn history(
+        &mut self,
+        now: u64,
+        channel: impl Into<String>,
+        since: Option<u64>,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<OpId, ClientError> {
+        self.check_open()?;
+        if !self.is_connected() {
+            return Err(ClientError::NotConnected);
+        }
+        let op = self.new_op();
+        let message = ClientMessage::History(History {
+            channel: channel.into(),
+            since,
+            before,
+            limit,
+        });
+        self.send_request(now, message, Request::History { op }, true)?;
         Ok(op)
     }
 

@@ -37,6 +37,9 @@ pub(super) enum Request {
     Presence {
         op: OpId,
     },
+    History {
+        op: OpId,
+    },
     /// A heartbeat probe.
     Ping,
 }
@@ -121,7 +124,7 @@ impl Core {
                     op: Some(op),
                 } => self.complete(op, Ok(Completion::Unsubscribed { channel })),
                 Request::Publish { op, publish } => resend.push(Queued { op, publish }),
-                Request::Presence { op } => {
+                Request::Presence { op } | Request::History { op } => {
                     let error = ClientError::Disconnected {
                         code,
                         reason: reason.to_owned(),
@@ -143,7 +146,8 @@ impl Core {
             match pending.request {
                 Request::Unsubscribe { op: Some(op), .. }
                 | Request::Publish { op, .. }
-                | Request::Presence { op } => self.complete(op, Err(error.clone())),
+                | Request::Presence { op }
+                | Request::History { op } => self.complete(op, Err(error.clone())),
                 Request::Subscribe { .. }
                 | Request::Ping
                 | Request::Unsubscribe { op: None, .. } => {}
@@ -234,6 +238,9 @@ impl Core {
                 };
                 self.complete(op, Ok(Completion::Published(reply)));
             }
+            (Request::History { op }, Reply::History(page)) => {
+                self.complete(op, Ok(Completion::History(page)));
+            }
             (Request::Presence { op }, Reply::Presence { channel, members }) => {
                 self.complete(op, Ok(Completion::Presence { channel, members }));
             }
@@ -271,7 +278,7 @@ impl Core {
                     self.complete(op, Err(error));
                 }
             }
-            Request::Publish { op, .. } | Request::Presence { op } => {
+            Request::Publish { op, .. } | Request::Presence { op } | Request::History { op } => {
                 self.complete(op, Err(error));
             }
             Request::Ping => {}

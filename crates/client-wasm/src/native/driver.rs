@@ -208,6 +208,13 @@ impl Driver {
                 reply,
             } => (self.core.publish(now, channel, event, delivery), reply),
             Command::Presence { channel, reply } => (self.core.presence(now, channel), reply),
+            Command::History {
+                channel,
+                since,
+                before,
+                limit,
+                reply,
+            } => (self.core.history(now, channel, since, before, limit), reply),
             Command::Typing { channel } => return self.core.typing(now, channel),
             Command::AddHandler { id, handler } => return self.handlers.add(id, handler),
             Command::RemoveHandler { id } => return self.handlers.remove(id),

@@ -112,6 +112,7 @@ pub(super) fn answer(
             convert::to_js(&convert::PublishReply::of(&reply))
         }
         (Answer::Members, Completion::Presence { members, .. }) => convert::members(&members),
+        (Answer::History, Completion::History(page)) => convert::history(&page),
         (_, other) => Err(ClientError::Decode(format!("unexpected result {other:?}"))),
     }
 }
@@ -239,6 +240,24 @@ impl TidingsClient {
     #[wasm_bindgen(unchecked_return_type = "Promise<Member[]>")]
     pub fn presence(&self, channel: String) -> Promise {
         presence(&self.shared, channel)
+    }
+
+    /// A page of `channel`'s stored history (needs a live connection): with `since`, the
+    /// oldest publications after that offset; without, the newest before `before` (or the
+    /// end). `limit` defaults to 100, at most 1000.
+    #[wasm_bindgen(unchecked_return_type = "Promise<HistoryResult>")]
+    pub fn history(
+        &self,
+        channel: String,
+        since: Option<f64>,
+        before: Option<f64>,
+        limit: Option<u32>,
+    ) -> Promise {
+        // JavaScript numbers: offsets are integers well below 2^53.
+        let (since, before) = (since.map(|v| v as u64), before.map(|v| v as u64));
+        operation(&self.shared, Answer::History, move |inner, now| {
+            inner.core.history(now, channel, since, before, limit)
+        })
     }
 
     /// Tells the other members of `channel` the user is typing (dropped when disconnected).

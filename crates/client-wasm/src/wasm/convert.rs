@@ -78,7 +78,7 @@ impl ClientSettings {
 
     /// The core's configuration for `url`.
     pub(super) fn config(self, url: String) -> Config {
-        let mut config = Config::new(url);
+        let mut config = Config::new(with_device(url));
         if let Some(token) = self.token {
             config.auth = core::Auth::Token(token);
         }
@@ -355,6 +355,49 @@ pub(super) fn message_of(value: &JsValue) -> String {
     value.as_string().unwrap_or_else(|| format!("{value:?}"))
 }
 
+/// Names this browser as a device for the offline inbox: a `device=` query parameter kept
+/// in `localStorage` (`tidings.device`), unless the URL already has one or there is no
+/// `localStorage` (Node): then the server's default device is used.
+fn with_device(url: String) -> String {
+    if url.contains("device=") {
+        return url;
+    }
+    let Some(device) = stored_device() else {
+        return url;
+    };
+    let (base, fragment) = url.split_at(url.find('#').unwrap_or(url.len()));
+    let separator = if base.contains('?') { "&" } else { "?" };
+    format!("{base}{separator}device={device}{fragment}")
+}
+
+fn stored_device() -> Option<String> {
+    use wasm_bindgen::JsCast;
+    const KEY: &str = "tidings.device";
+    let storage = js_sys::Reflect::get(&js_sys::global(), &"localStorage".into())
+        .ok()
+        .filter(JsValue::is_object)?;
+    let method = |name: &str| -> Option<js_sys::Function> {
+        js_sys::Reflect::get(&storage, &name.into())
+            .ok()?
+            .dyn_into()
+            .ok()
+    };
+    let existing = method("getItem")?
+        .call1(&storage, &KEY.into())
+        .ok()
+        .and_then(|v| v.as_string())
+        .filter(|d| !d.is_empty() && d.len() <= 64);
+    if existing.is_some() {
+        return existing;
+    }
+    let random = (js_sys::Math::random() * 2f64.powi(52)) as u64;
+    let device = format!("web-{random:013x}");
+    method("setItem")?
+        .call2(&storage, &KEY.into(), &device.as_str().into())
+        .ok()?;
+    Some(device)
+}
+
 /// Where a publication came from: the second argument of every event handler.
 #[derive(Debug, Serialize, Tsify)]
 pub(super) struct PublicationMeta {
@@ -408,6 +451,39 @@ pub(super) fn event_data(event: &RawEvent) -> Result<JsValue, ClientError> {
         .unwrap_or_else(|| {
             js_sys::JSON::parse(event.data_json()).map_err(|e| ClientError::Decode(message_of(&e)))
         })
+}
+
+/// A history page for JavaScript: `{channel, epoch, offset, publications: [{event, meta}]}`,
+/// each event's payload as [`event_data`] gives it.
+pub(super) fn history(
+    page: &tidings_protocol::messages::HistoryPage,
+) -> Result<JsValue, ClientError> {
+    let publications = js_sys::Array::new();
+    for publication in &page.publications {
+        let data = event_data(&publication.event)?;
+        let item = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(
+            &item,
+            &"event".into(),
+            &event_object(&publication.event, &data),
+        );
+        let _ = js_sys::Reflect::set(
+            &item,
+            &"meta".into(),
+            &to_js(&PublicationMeta::of(publication))?,
+        );
+        publications.push(&item);
+    }
+    let object = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&object, &"channel".into(), &page.channel.as_str().into());
+    let _ = js_sys::Reflect::set(&object, &"epoch".into(), &page.epoch.as_str().into());
+    let _ = js_sys::Reflect::set(
+        &object,
+        &"offset".into(),
+        &JsValue::from_f64(page.offset as f64),
+    );
+    let _ = js_sys::Reflect::set(&object, &"publications".into(), &publications);
+    Ok(object.into())
 }
 
 /// `{type, data}` for `publication` handlers (the payload as [`event_data`] gives it, or

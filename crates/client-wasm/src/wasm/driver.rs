@@ -63,6 +63,8 @@ pub(super) enum Answer {
     PublishReply,
     /// The members.
     Members,
+    /// A `HistoryPage`.
+    History,
 }
 
 /// The promise of one operation.
