@@ -28,6 +28,10 @@ pub struct Config {
     /// Browser origins allowed to connect (`Origin` header); empty allows every origin.
     /// Entries are exact (`https://app.example.com`) or `*` for any.
     pub allowed_origins: Vec<String>,
+    /// `user_joined` / `user_left` go to the other members only while a channel has at most
+    /// this many members (the `presence` request still lists everyone): beyond it, a crowd
+    /// joining would cost members² frames.
+    pub presence_events_max_members: usize,
     /// Publications kept per channel for recovery and history, unless a channel class says
     /// otherwise.
     pub history_size: usize,
@@ -255,6 +259,7 @@ impl Default for Config {
             heartbeat: Duration::from_secs(25),
             heartbeat_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
+            presence_events_max_members: 1000,
             history_size: 1000,
             history_ttl: Duration::from_secs(7 * 24 * 3600),
             channels: Vec::new(),

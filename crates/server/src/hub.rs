@@ -153,6 +153,9 @@ pub(crate) struct Hub {
     broker: Option<Arc<dyn Broker>>,
     /// Webhook endpoints, if any.
     webhooks: Option<Arc<Webhooks>>,
+    /// Channels with more members than this get no `user_joined`/`user_left` frames: each
+    /// would go to every member, so a crowd joining costs members² frames.
+    presence_events_max_members: usize,
     next_conn: AtomicU64,
     pub(crate) counters: Counters,
 }
@@ -169,8 +172,10 @@ impl Hub {
         store: Arc<dyn PublicationStore>,
         broker: Option<Arc<dyn Broker>>,
         webhooks: Option<Arc<Webhooks>>,
+        presence_events_max_members: usize,
     ) -> Hub {
         Hub {
+            presence_events_max_members,
             channels: DashMap::new(),
             users: DashMap::new(),
             store,
@@ -324,7 +329,9 @@ impl Hub {
             let count = state.members.entry(conn.user_id.clone()).or_insert(0);
             *count += 1;
             if *count == 1 {
-                state.tell_others(&conn.user_id, &presence_frame(true, channel, &conn.user_id));
+                if state.members.len() <= self.presence_events_max_members {
+                    state.tell_others(&conn.user_id, &presence_frame(true, channel, &conn.user_id));
+                }
                 self.announce(channel, &conn.user_id, true).await;
             }
         }
@@ -350,10 +357,12 @@ impl Hub {
         };
         if last {
             state.members.remove(&conn.user_id);
-            state.tell_others(
-                &conn.user_id,
-                &presence_frame(false, channel, &conn.user_id),
-            );
+            if state.members.len() < self.presence_events_max_members {
+                state.tell_others(
+                    &conn.user_id,
+                    &presence_frame(false, channel, &conn.user_id),
+                );
+            }
             self.announce(channel, &conn.user_id, false).await;
         }
         true

@@ -230,7 +230,12 @@ impl TidingsBuilder {
         }
         let tidings = Tidings {
             shared: Arc::new(Shared {
-                hub: Hub::new(store.clone(), self.broker, webhooks.clone()),
+                hub: Hub::new(
+                    store.clone(),
+                    self.broker,
+                    webhooks.clone(),
+                    self.config.presence_events_max_members,
+                ),
                 auth,
                 authorizer: self.authorizer,
                 config: self.config,

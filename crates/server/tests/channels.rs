@@ -259,3 +259,32 @@ async fn claims_can_restrict_channels() {
     let answer = client.call("subscribe", json!({"channel": "lobby"})).await;
     assert_eq!(error(&answer).code.as_u16(), 4003);
 }
+
+#[tokio::test]
+async fn crowded_channels_send_no_join_and_leave_frames() {
+    let mut config = config();
+    config.presence_events_max_members = 2;
+    let server = start_config(config).await;
+    let mut watcher = server.connect("w").await;
+    watcher.subscribe("hall").await;
+    let mut first = server.connect("u1").await;
+    first.subscribe("hall").await;
+    assert_eq!(watcher.recv().await.kind(), "user_joined"); // 2 members: still announced
+    let mut second = server.connect("u2").await;
+    second.subscribe("hall").await; // 3 members: a crowd, not announced
+    watcher.expect_silence(200).await;
+    first.expect_silence(100).await;
+    // `presence` still lists everyone.
+    let presence = watcher.call("presence", json!({"channel": "hall"})).await;
+    assert_eq!(
+        as_json(&presence)["data"]["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    drop(second);
+    watcher.expect_silence(200).await;
+    drop(first); // back to one other member: announced again
+    assert_eq!(watcher.recv().await.kind(), "user_left");
+}

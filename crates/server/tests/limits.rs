@@ -9,8 +9,8 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -147,7 +147,11 @@ async fn a_client_that_never_reads_is_bounded_and_closed_4009() {
         }
         server
             .tidings
-            .publish_raw("firehose", event.clone(), tidings_protocol::Delivery::Reliable)
+            .publish_raw(
+                "firehose",
+                event.clone(),
+                tidings_protocol::Delivery::Reliable,
+            )
             .await
             .unwrap();
         published += 1;
