@@ -1,0 +1,334 @@
+//! The servers under test: Tidings, its two peers and the ceilings, started pinned to core 0,
+//! with their RSS and CPU time read from /proc.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+
+use crate::Res;
+use crate::client::{Proto, Target};
+
+/// Every server the bench runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Kind {
+    Tidings,
+    /// Tidings again, with every client connecting as one user id: no presence traffic
+    /// (`user_joined`/`user_left` go to every other member, O(N²) frames for N users joining
+    /// one channel). A diagnostic row, not a peer.
+    TidingsOneUser,
+    Socketioxide,
+    SocketIo,
+    RawNaive,
+    RawBatch,
+    BareWs,
+}
+
+impl Kind {
+    pub(crate) fn proto(self) -> Proto {
+        match self {
+            Kind::Tidings | Kind::TidingsOneUser => Proto::Tidings,
+            Kind::Socketioxide | Kind::SocketIo => Proto::SocketIo,
+            Kind::RawNaive | Kind::RawBatch => Proto::Raw,
+            Kind::BareWs => Proto::Ws,
+        }
+    }
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Kind::Tidings => "Tidings",
+            Kind::TidingsOneUser => "Tidings, one user id (no presence)",
+            Kind::Socketioxide => "socketioxide",
+            Kind::SocketIo => "Socket.IO (Node)",
+            Kind::RawNaive => "raw TCP, one write per delivery",
+            Kind::RawBatch => "raw TCP, batched writes",
+            Kind::BareWs => "bare tokio-tungstenite",
+        }
+    }
+}
+
+/// Where the server programs are.
+#[derive(Clone, Debug)]
+pub(crate) struct Paths {
+    pub(crate) tidings: PathBuf,
+    pub(crate) sio_peer: PathBuf,
+    pub(crate) node_peer: PathBuf,
+    pub(crate) ceiling: PathBuf,
+    pub(crate) work: PathBuf,
+}
+
+/// Settings every server gets alike.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Common {
+    pub(crate) heartbeat_ms: u64,
+    pub(crate) heartbeat_timeout_ms: u64,
+    pub(crate) server_core: usize,
+}
+
+pub(crate) const SECRET: &str = "tidings-bench-secret-0123456789abcdef";
+
+/// A running server.
+pub(crate) struct Server {
+    pub(crate) kind: Kind,
+    pub(crate) addr: SocketAddr,
+    pid: u32,
+    child: Child,
+}
+
+fn free_port() -> Res<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of a process, in seconds.
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(clock_ticks);
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let Some(after) = stat.rfind(") ").and_then(|i| stat.get(i + 2..)) else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    let utime: f64 = fields
+        .get(11)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(f64::NAN);
+    let stime: f64 = fields
+        .get(12)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(f64::NAN);
+    (utime + stime) / ticks
+}
+
+/// Resident set size of a process, in bytes.
+pub(crate) fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+impl Server {
+    /// Starts `kind` pinned to the server core and waits until it accepts connections.
+    pub(crate) async fn start(kind: Kind, paths: &Paths, common: Common) -> Res<Server> {
+        let port = free_port()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let core = common.server_core.to_string();
+        let mut command = Command::new("taskset");
+        command.arg("-c").arg(&core);
+        match kind {
+            Kind::Tidings | Kind::TidingsOneUser => {
+                let config = paths.work.join("tidings-bench.toml");
+                std::fs::write(&config, tidings_config(common))?;
+                command
+                    .arg(&paths.tidings)
+                    .arg("serve")
+                    .arg("--ephemeral")
+                    .arg("--bind")
+                    .arg(addr.to_string())
+                    .arg("--config")
+                    .arg(&config)
+                    .env("TIDINGS_JWT_SECRET", SECRET)
+                    .env("TIDINGS_API_KEY", "bench-api-key")
+                    .env("RUST_LOG", "warn");
+            }
+            Kind::Socketioxide | Kind::SocketIo => {
+                if kind == Kind::Socketioxide {
+                    command.arg(&paths.sio_peer);
+                } else {
+                    command.arg("node").arg(&paths.node_peer);
+                }
+                command
+                    .env("BIND", addr.to_string())
+                    .env("JWT_SECRET", SECRET)
+                    .env("PING_INTERVAL_MS", common.heartbeat_ms.to_string())
+                    .env("PING_TIMEOUT_MS", common.heartbeat_timeout_ms.to_string())
+                    .env("NODE_ENV", "production");
+            }
+            Kind::RawNaive | Kind::RawBatch | Kind::BareWs => {
+                let mode = match kind {
+                    Kind::RawNaive => "naive",
+                    Kind::RawBatch => "batch",
+                    _ => "ws",
+                };
+                command
+                    .arg(&paths.ceiling)
+                    .arg(mode)
+                    .arg("--bind")
+                    .arg(addr.to_string());
+            }
+        }
+        let log = std::fs::File::create(paths.work.join(format!("{kind:?}.log")))?;
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = command.spawn()?;
+        let pid = child.id().ok_or("the server exited at once")?;
+        let mut server = Server {
+            kind,
+            addr,
+            pid,
+            child,
+        };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&mut self) -> Res<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("{} exited: {status}", self.kind.label()).into());
+            }
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("{} did not start listening", self.kind.label()).into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub(crate) fn target(&self) -> Target {
+        Target {
+            proto: self.kind.proto(),
+            addr: self.addr,
+            secret: SECRET.into(),
+            one_user: self.kind == Kind::TidingsOneUser,
+        }
+    }
+
+    pub(crate) fn rss(&self) -> u64 {
+        rss_bytes(self.pid)
+    }
+
+    pub(crate) fn cpu(&self) -> f64 {
+        cpu_seconds(self.pid)
+    }
+
+    /// Stops the server (SIGKILL: nothing of its state matters after a run).
+    pub(crate) async fn stop(mut self) {
+        let _ = self.child.kill().await;
+        // Let the kernel release the listening socket and the connections.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn tidings_config(common: Common) -> String {
+    format!(
+        "# Written by the bench: limits raised so that the load generator is never rate\n\
+         # limited; history large enough for the reconnect storm.\n\
+         heartbeat = {}\nheartbeat_timeout = {}\nhistory_size = 10000\n\n\
+         [limits]\nrate_per_second = 10000000\nrate_burst = 10000000\n\
+         rate_violations_before_close = 1000000\nmax_connections_per_user = 0\n",
+        common.heartbeat_ms, common.heartbeat_timeout_ms
+    )
+}
+
+/// Versions of what is measured, for the report.
+pub(crate) fn versions(paths: &Paths) -> Vec<(String, String)> {
+    let run = |program: &str, args: &[&str]| -> String {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".to_owned())
+    };
+    let lock_version = |lock: &Path, name: &str| -> String {
+        let Ok(text) = std::fs::read_to_string(lock) else {
+            return "unknown".to_owned();
+        };
+        let needle = format!("name = \"{name}\"\nversion = \"");
+        text.find(&needle)
+            .and_then(|i| text.get(i + needle.len()..))
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("unknown")
+            .to_owned()
+    };
+    let node_module = |name: &str| -> String {
+        let dir = paths.node_peer.parent().unwrap_or(Path::new("."));
+        std::fs::read_to_string(dir.join("node_modules").join(name).join("package.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("version").and_then(|v| v.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| "unknown".to_owned())
+    };
+    let sio_lock = paths
+        .sio_peer
+        .ancestors()
+        .find(|p| p.join("Cargo.lock").exists())
+        .map(|p| p.join("Cargo.lock"))
+        .unwrap_or_default();
+    vec![
+        (
+            "tidings".into(),
+            run(&paths.tidings.to_string_lossy(), &["--version"]),
+        ),
+        (
+            "socketioxide".into(),
+            lock_version(&sio_lock, "socketioxide"),
+        ),
+        ("socket.io".into(), node_module("socket.io")),
+        ("node".into(), run("node", &["--version"])),
+        ("rustc".into(), run("rustc", &["--version"])),
+        ("kernel".into(), run("uname", &["-r"])),
+    ]
+}
+
+/// A short description of the machine.
+pub(crate) fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{cpu}; CPUs online {online} (this process may use {cores}); {:.1} GiB RAM; open files per process: 20,000",
+        mem_kb as f64 / 1024.0 / 1024.0
+    )
+}
