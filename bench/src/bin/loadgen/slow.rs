@@ -105,7 +105,12 @@ async fn measure(server: Server, plan: &Plan) -> Res<SlowResult> {
     samples.push((seconds, rss_end));
     // Now read what the slow subscriber was left with.
     let mut delivered = 0u64;
-    let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+    let read_for = Duration::from_secs(if plan.mode == crate::Mode::Smoke {
+        1
+    } else {
+        5
+    });
+    let outcome = tokio::time::timeout(read_for, async {
         loop {
             match slow.next().await {
                 Incoming::Data(_) => delivered += 1,
