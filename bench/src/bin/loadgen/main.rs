@@ -402,7 +402,9 @@ async fn run(args: &[String]) -> Res<bool> {
     let (passed, failed) = report::summary(&results);
     println!("bench took {:.0} s", results.seconds);
     println!("{passed} passed, {failed} failed");
-    Ok(failed == 0)
+    // Smoke proves the harness: a failed run fails it. In quick and full runs a server that
+    // gives up under load is a measurement (it is on the page), not a failure of the bench.
+    Ok(failed == 0 || mode != Mode::Smoke)
 }
 
 fn affinity() -> String {
