@@ -85,9 +85,10 @@ async fn main() -> Result<(), Error> {
 }
 
 async fn ws_connection(stream: TcpStream) {
-    // Lean buffers, like a server tuned for many idle connections.
+    // Lean buffers, like a server tuned for many idle connections: the same read buffer as
+    // Tidings' default (1 KiB).
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0);
     let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
         return;

@@ -31,17 +31,25 @@ pub(crate) struct Admission {
 }
 
 /// Closes a socket right after the upgrade with a code and reason (auth failures etc.).
-pub(crate) async fn refuse(mut socket: WebSocket, code: Code, reason: String) {
-    metrics::counter!("tidings_errors_total", "code" => code.name()).increment(1);
-    let frame = CloseFrame {
-        code: code.as_u16(),
-        reason: Utf8Bytes::from(reason),
-    };
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        socket.send(Message::Close(Some(frame))),
-    )
-    .await;
+///
+/// Boxed so that its state does not enlarge every connection's long-lived task.
+pub(crate) fn refuse(
+    mut socket: WebSocket,
+    code: Code,
+    reason: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        metrics::counter!("tidings_errors_total", "code" => code.name()).increment(1);
+        let frame = CloseFrame {
+            code: code.as_u16(),
+            reason: Utf8Bytes::from(reason),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            socket.send(Message::Close(Some(frame))),
+        )
+        .await;
+    })
 }
 
 /// Runs an admitted connection until it ends.
@@ -66,8 +74,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocket, admission: Adm
         return refuse(socket, Code::TooManyConnections, reason).await;
     };
     metrics::gauge!("tidings_connections").increment(1.0);
-    let who = serde_json::json!({"user_id": &*user_id, "session_id": &conn.session_id});
-    shared.hub.emit("user.connected", None, who.clone());
+    shared.hub.emit("user.connected", None, who(&conn));
     tracing::debug!(session = %conn.session_id, user = %user_id, "connected");
 
     let mut connection = Connection {
@@ -81,29 +88,35 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocket, admission: Adm
         conn: conn.clone(),
     };
     let (sink, stream) = socket.split();
-    let writer = tokio::spawn(write_loop(sink, conn.clone(), shared.config.heartbeat));
-    if connection.start(admission.bound_channel).await {
-        connection.read_loop(stream, writer).await;
-    } else {
-        finish_writer(writer).await;
-    }
-    let channels = std::mem::take(&mut connection.subscriptions);
-    shared.hub.unregister(&conn, channels).await;
-    metrics::gauge!("tidings_connections").decrement(1.0);
-    shared.hub.emit("user.disconnected", None, who);
-    tracing::debug!(session = %conn.session_id, user = %user_id, "disconnected");
+    let writer = tokio::spawn(write_loop(sink, conn, shared.config.heartbeat));
+    // Boxed, like request handling: a future's state is as large as its largest await, and
+    // the connection's task lives for hours while this runs for microseconds.
+    let started = Box::pin(connection.start(admission.bound_channel)).await;
+    // The rest of the connection's life gets a task of its own, sized for the read loop:
+    // this future, and axum's upgrade task around it, carry the handshake's state and end
+    // here. It halves what an idle connection costs.
+    tokio::spawn(connection.run(stream, writer, started));
+}
+
+/// The payload of the `user.connected` / `user.disconnected` hooks.
+fn who(conn: &Conn) -> serde_json::Value {
+    serde_json::json!({"user_id": &*conn.user_id, "session_id": &conn.session_id})
 }
 
 /// Lets the writer send what is queued and the close frame; a client that does not read
-/// gets its socket dropped after the deadline.
-async fn finish_writer(writer: tokio::task::JoinHandle<()>) {
-    let abort = writer.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(5), writer)
-        .await
-        .is_err()
-    {
-        abort.abort();
-    }
+/// gets its socket dropped after the deadline. Boxed: it runs once, at the end.
+fn finish_writer(
+    writer: tokio::task::JoinHandle<()>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let abort = writer.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    })
 }
 
 fn rate_limiter(shared: &Shared) -> DefaultDirectRateLimiter {
@@ -130,6 +143,27 @@ struct Connection {
 }
 
 impl Connection {
+    /// Reads until the connection ends (unless `start` refused it), then leaves every channel.
+    async fn run(
+        mut self,
+        stream: SplitStream<WebSocket>,
+        writer: tokio::task::JoinHandle<()>,
+        started: bool,
+    ) {
+        if started {
+            self.read_loop(stream, writer).await;
+        } else {
+            finish_writer(writer).await;
+        }
+        let channels = std::mem::take(&mut self.subscriptions);
+        Box::pin(self.shared.hub.unregister(&self.conn, channels)).await;
+        metrics::gauge!("tidings_connections").decrement(1.0);
+        self.shared
+            .hub
+            .emit("user.disconnected", None, who(&self.conn));
+        tracing::debug!(session = %self.conn.session_id, user = %self.conn.user_id, "disconnected");
+    }
+
     /// Queues `connected`, then joins the personal and route-bound channels. False when the
     /// connection was refused (the close is already queued).
     async fn start(&mut self, bound_channel: Option<String>) -> bool {
@@ -253,8 +287,7 @@ impl Connection {
         mut stream: SplitStream<WebSocket>,
         mut writer: tokio::task::JoinHandle<()>,
     ) {
-        let config = self.shared.config.clone();
-        let silence_limit = config.heartbeat + config.heartbeat_timeout;
+        let silence_limit = self.shared.config.heartbeat + self.shared.config.heartbeat_timeout;
         let silence = sleep_until(Instant::now() + silence_limit);
         tokio::pin!(silence);
         let expiry = sleep_until(token_deadline(self.claims.exp));
@@ -274,7 +307,7 @@ impl Connection {
                 frame = stream.next() => {
                     silence.as_mut().reset(Instant::now() + silence_limit);
                     match frame {
-                        Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
+                        Some(Ok(Message::Text(text))) => Box::pin(self.on_text(text.as_str())).await,
                         Some(Ok(Message::Binary(_))) => {
                             self.reply_error(None, Code::BadFrame, "binary frames are not supported; send JSON text");
                         }
@@ -673,4 +706,35 @@ fn truncate_reason(mut reason: String) -> String {
         reason.truncate(end);
     }
     reason
+}
+
+#[cfg(test)]
+mod future_sizes {
+    //! Every idle connection keeps two futures alive for hours: their size is memory per
+    //! connection (the benchmark's idle scenario measures the total). Rarely-run work is
+    //! boxed so that it does not inflate them; these bounds catch a regression such as a
+    //! big local held across the read loop's await.
+    use super::*;
+
+    fn size_of_output<A, B, C, F: FnOnce(A, B, C) -> Fut, Fut>(_: F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn the_long_lived_connection_futures_stay_small() {
+        let reader = size_of_output(
+            |connection: Connection,
+             stream: SplitStream<WebSocket>,
+             writer: tokio::task::JoinHandle<()>| connection.run(stream, writer, true),
+        );
+        let writer = size_of_output(
+            |sink: SplitSink<WebSocket, Message>, conn: Arc<Conn>, heartbeat: Duration| {
+                write_loop(sink, conn, heartbeat)
+            },
+        );
+        assert!(reader <= 1024, "the read task's future is {reader} bytes");
+        assert!(writer <= 640, "the write task's future is {writer} bytes");
+        let refusal = size_of_output(refuse);
+        assert!(refusal <= 64, "refuse's future is {refusal} bytes: box it");
+    }
 }
