@@ -30,7 +30,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// `user_joined` / `user_left` go to the other members only while a channel has at most
     /// this many members (the `presence` request still lists everyone): beyond it, a crowd
-    /// joining would cost members² frames.
+    /// joining would cost members² frames. Default 100, the size Pusher allows presence
+    /// channels; a chat room of a few hundred can raise it, a broadcast channel should not.
     pub presence_events_max_members: usize,
     /// Publications kept per channel for recovery and history, unless a channel class says
     /// otherwise.
@@ -261,7 +262,7 @@ impl Default for Config {
             heartbeat: Duration::from_secs(25),
             heartbeat_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
-            presence_events_max_members: 1000,
+            presence_events_max_members: 100,
             history_size: 1000,
             history_ttl: Duration::from_secs(7 * 24 * 3600),
             channels: Vec::new(),

@@ -38,6 +38,9 @@ pub(crate) struct Shared {
     pub(crate) hub: Hub,
     /// Set by [`Tidings::shutdown`]: new connections get 503.
     pub(crate) shutting_down: AtomicBool,
+    /// One clock for every connection's rate limiter: making one calibrates it (a
+    /// measurable share of a connect's CPU when each connection made its own).
+    pub(crate) rate_clock: governor::clock::DefaultClock,
 }
 
 impl Shared {
@@ -240,6 +243,7 @@ impl TidingsBuilder {
                 authorizer: self.authorizer,
                 config: self.config,
                 shutting_down: AtomicBool::new(false),
+                rate_clock: governor::clock::DefaultClock::default(),
             }),
         };
         tidings.spawn_retention();

@@ -123,7 +123,10 @@ fn rate_limiter(shared: &Shared) -> DefaultDirectRateLimiter {
     let limits = &shared.config.limits;
     let rate = NonZeroU32::new(limits.rate_per_second).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(limits.rate_burst).unwrap_or(rate);
-    RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+    RateLimiter::direct_with_clock(
+        Quota::per_second(rate).allow_burst(burst),
+        shared.rate_clock.clone(),
+    )
 }
 
 /// The reader side's state for one connection.

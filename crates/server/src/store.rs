@@ -1,7 +1,7 @@
 //! Where publications are kept for recovery: the [`PublicationStore`] trait and its in-memory
 //! implementation. Durable stores (SQLite, PostgreSQL) implement the same trait.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -321,8 +321,18 @@ pub struct MemoryStore {
     instance: String,
     channels: DashMap<Arc<str>, Arc<Mutex<Log>>>,
     webhooks: MemoryWebhookQueue,
-    /// (user, device) → (epoch, offset, when): the offline inbox's acknowledgements.
-    acks: DashMap<(String, String), (String, u64, u64)>,
+    /// user → device → acknowledgement: the offline inbox's positions. Keyed by user first
+    /// so that a device's first connection finds the user's other devices without a scan.
+    acks: DashMap<String, HashMap<String, DeviceAck>>,
+}
+
+/// One device's acknowledged position in the user's personal channel.
+#[derive(Debug)]
+struct DeviceAck {
+    epoch: Arc<str>,
+    offset: u64,
+    /// When (ms), to find the user's most recent ack.
+    at: u64,
 }
 
 #[derive(Debug)]
@@ -388,16 +398,26 @@ impl PublicationStore for MemoryStore {
         epoch: &'a str,
         offset: u64,
     ) -> StoreFuture<'a, Result<(), StoreError>> {
-        let key = (user_id.to_owned(), device.to_owned());
         let now = crate::hub::now_ms();
-        self.acks
-            .entry(key)
-            .and_modify(|(e, o, at)| {
-                if e != epoch || *o < offset {
-                    (*e, *o, *at) = (epoch.to_owned(), offset, now);
+        let mut devices = self.acks.entry(user_id.to_owned()).or_default();
+        match devices.get_mut(device) {
+            Some(ack) => {
+                if *ack.epoch != *epoch || ack.offset < offset {
+                    if *ack.epoch != *epoch {
+                        ack.epoch = Arc::from(epoch);
+                    }
+                    (ack.offset, ack.at) = (offset, now);
                 }
-            })
-            .or_insert_with(|| (epoch.to_owned(), offset, now));
+            }
+            None => {
+                let ack = DeviceAck {
+                    epoch: Arc::from(epoch),
+                    offset,
+                    at: now,
+                };
+                devices.insert(device.to_owned(), ack);
+            }
+        }
         Box::pin(async { Ok(()) })
     }
 
@@ -406,24 +426,19 @@ impl PublicationStore for MemoryStore {
         user_id: &'a str,
         device: &'a str,
     ) -> StoreFuture<'a, Result<Option<InboxStart>, StoreError>> {
-        let own = self
-            .acks
-            .get(&(user_id.to_owned(), device.to_owned()))
-            .map(|entry| InboxStart {
-                epoch: entry.0.clone(),
-                offset: entry.1,
-                own: true,
-            });
-        let start = own.or_else(|| {
-            self.acks
-                .iter()
-                .filter(|entry| entry.key().0 == user_id)
-                .max_by_key(|entry| (entry.value().2, entry.value().1))
-                .map(|entry| InboxStart {
-                    epoch: entry.value().0.clone(),
-                    offset: entry.value().1,
-                    own: false,
-                })
+        let start = self.acks.get(user_id).and_then(|devices| {
+            let start = |ack: &DeviceAck, own: bool| InboxStart {
+                epoch: ack.epoch.to_string(),
+                offset: ack.offset,
+                own,
+            };
+            match devices.get(device) {
+                Some(ack) => Some(start(ack, true)),
+                None => devices
+                    .values()
+                    .max_by_key(|ack| (ack.at, ack.offset))
+                    .map(|ack| start(ack, false)),
+            }
         });
         Box::pin(async { Ok(start) })
     }
@@ -596,6 +611,30 @@ mod tests {
 
     fn event(n: u64) -> RawEvent {
         RawEvent::from_parts("n", &n).unwrap_or_else(|_| unreachable!())
+    }
+
+    #[tokio::test]
+    async fn inbox_starts_at_the_devices_ack_else_the_users_latest() -> Result<(), StoreError> {
+        let store = MemoryStore::new(3);
+        assert_eq!(store.inbox_start("ann", "phone").await?, None);
+        store.ack("ann", "phone", "e1", 4).await?;
+        store.ack("bob", "laptop", "e1", 9).await?;
+        let own = store.inbox_start("ann", "phone").await?;
+        assert_eq!(
+            own.map(|s| (s.epoch, s.offset, s.own)),
+            Some(("e1".into(), 4, true))
+        );
+        // A new device starts where the user's most recent ack is, not another user's.
+        let new = store.inbox_start("ann", "tablet").await?;
+        assert_eq!(new.map(|s| (s.offset, s.own)), Some((4, false)));
+        // Acks only move forward within an epoch; a new epoch replaces the position.
+        store.ack("ann", "phone", "e1", 2).await?;
+        let kept = store.inbox_start("ann", "phone").await?;
+        assert_eq!(kept.map(|s| s.offset), Some(4));
+        store.ack("ann", "phone", "e2", 1).await?;
+        let moved = store.inbox_start("ann", "phone").await?;
+        assert_eq!(moved.map(|s| (s.epoch, s.offset)), Some(("e2".into(), 1)));
+        Ok(())
     }
 
     #[tokio::test]

@@ -239,7 +239,9 @@ pub(crate) fn write(r: &Results, docs: &Path) -> Res<()> {
          - \"Tidings, one user id (no presence)\" is a diagnostic row: the same server, but \
          every client connects as one user, so joining a channel sends no `user_joined` to \
          the other members. With N distinct users joining one channel Tidings sends N²/2 \
-         presence frames; the difference between the two rows is what presence costs.\n\
+         presence frames while the channel has at most `presence_events_max_members` (default \
+         100) members, and keeps the member list for the `presence` request beyond; the \
+         difference between the two rows is what presence costs.\n\
          - Ratios are Tidings ÷ the row's server (for memory and CPU lower is better; for \
          rates higher is better).\n",
         hb = r.heartbeat_ms
@@ -708,6 +710,11 @@ pub(crate) fn write(r: &Results, docs: &Path) -> Res<()> {
             md.push_str("\n![slow consumer RSS](benchmarks/slow-consumer-rss.png)\n");
         }
         md.push('\n');
+    }
+    // The tuning log is written by hand (what a run showed, what changed, before and after)
+    // and carried into the generated page.
+    if let Ok(log) = std::fs::read_to_string(docs.join("benchmarks-tuning.md")) {
+        md.push_str(&log);
     }
     std::fs::write(docs.join("benchmarks.md"), md)?;
     Ok(())
