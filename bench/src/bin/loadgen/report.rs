@@ -384,13 +384,13 @@ pub(crate) fn write(r: &Results, docs: &Path) -> Res<()> {
             let t_rate = med(&runs, Kind::Tidings, |x| {
                 best(x).map(|b| b.deliveries_per_s)
             });
-            let t_cpu = med(&runs, Kind::Tidings, &at_common);
+            let t_cpu = med(&runs, Kind::Tidings, at_common);
             for kind in kinds_in(&runs) {
                 let rate = med(&runs, kind, |x| best(x).map(|b| b.deliveries_per_s));
                 let cpu = med(&runs, kind, |x| {
                     best(x).map(|b| b.server_cpu_us_per_delivery)
                 });
-                let cpu_at_common = med(&runs, kind, &at_common);
+                let cpu_at_common = med(&runs, kind, at_common);
                 let stopped = runs
                     .iter()
                     .filter(|x| x.server == kind)
@@ -423,7 +423,7 @@ pub(crate) fn write(r: &Results, docs: &Path) -> Res<()> {
                         med(&runs, kind, |x| lossless(x).map(|b| b.deliveries_per_s)),
                         0,
                     ),
-                    num(med(&runs, kind, &at_common), 2),
+                    num(med(&runs, kind, at_common), 2),
                     stopped,
                     if kind == Kind::Tidings {
                         String::new()
