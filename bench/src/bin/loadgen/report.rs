@@ -13,92 +13,44 @@ use crate::{Res, Results, Run};
 /// (passed, failed) over every scenario × server run: a run passes when the harness did its
 /// job (servers started, clients connected, data flowed). Timings are never judged.
 pub(crate) fn summary(r: &Results) -> (usize, usize) {
-    let mut passed = 0;
-    let mut failed = 0;
-    let mut count = |ok: bool, what: String| {
-        if ok {
-            passed += 1;
+    let mut tally = (0, 0);
+    check(&mut tally, "idle", &r.idle, |x| {
+        x.opened > 0 && x.failed * 100 <= x.opened
+    });
+    check(&mut tally, "fan-out", &r.fanout, |x| {
+        x.steps.first().is_some_and(|s| s.received > 0)
+    });
+    check(&mut tally, "request/reply", &r.rr, |x| {
+        x.steps.first().is_some_and(|s| s.answered > 0)
+    });
+    check(&mut tally, "connect", &r.connect, |x| x.joined > 0);
+    check(&mut tally, "storm", &r.storm, |x| x.came_back > 0);
+    check(&mut tally, "slow consumer", &r.slow, |x| {
+        x.healthy_received > 0
+    });
+    tally
+}
+
+/// Counts a scenario's runs into (passed, failed): a run passes when it produced a result
+/// that `works` accepts; each failure is printed.
+fn check<T>(
+    tally: &mut (usize, usize),
+    scenario: &str,
+    runs: &[Run<T>],
+    works: impl Fn(&T) -> bool,
+) {
+    for run in runs {
+        if run.result.as_ref().is_some_and(&works) {
+            tally.0 += 1;
         } else {
-            failed += 1;
-            println!("FAILED: {what}");
+            tally.1 += 1;
+            println!(
+                "FAILED: {scenario} {} {}",
+                run.server.label(),
+                run.error.clone().unwrap_or_default()
+            );
         }
-    };
-    for run in &r.idle {
-        let ok = run
-            .result
-            .as_ref()
-            .is_some_and(|x| x.opened > 0 && x.failed * 100 <= x.opened);
-        count(
-            ok,
-            format!(
-                "idle {} {}",
-                run.server.label(),
-                run.error.clone().unwrap_or_default()
-            ),
-        );
     }
-    for run in &r.fanout {
-        let ok = run
-            .result
-            .as_ref()
-            .is_some_and(|x| x.steps.first().is_some_and(|s| s.received > 0));
-        count(
-            ok,
-            format!(
-                "fan-out {} {}",
-                run.server.label(),
-                run.error.clone().unwrap_or_default()
-            ),
-        );
-    }
-    for run in &r.rr {
-        let ok = run
-            .result
-            .as_ref()
-            .is_some_and(|x| x.steps.first().is_some_and(|s| s.answered > 0));
-        count(
-            ok,
-            format!(
-                "request/reply {} {}",
-                run.server.label(),
-                run.error.clone().unwrap_or_default()
-            ),
-        );
-    }
-    for run in &r.connect {
-        let ok = run.result.as_ref().is_some_and(|x| x.joined > 0);
-        count(
-            ok,
-            format!(
-                "connect {} {}",
-                run.server.label(),
-                run.error.clone().unwrap_or_default()
-            ),
-        );
-    }
-    for run in &r.storm {
-        let ok = run.result.as_ref().is_some_and(|x| x.came_back > 0);
-        count(
-            ok,
-            format!(
-                "storm {} {}",
-                run.server.label(),
-                run.error.clone().unwrap_or_default()
-            ),
-        );
-    }
-    for run in &r.slow {
-        let ok = run.result.as_ref().is_some_and(|x| x.healthy_received > 0);
-        count(
-            ok,
-            format!(
-                "slow consumer {} {}",
-                run.server.label(),
-                run.error.clone().unwrap_or_default()
-            ),
-        );
-    }
-    (passed, failed)
 }
 
 /// Median over the passes of `metric` for `kind` among `runs` (NaN when none produced one).
