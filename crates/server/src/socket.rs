@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::future::BoxFuture;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -33,11 +34,7 @@ pub(crate) struct Admission {
 /// Closes a socket right after the upgrade with a code and reason (auth failures etc.).
 ///
 /// Boxed so that its state does not enlarge every connection's long-lived task.
-pub(crate) fn refuse(
-    mut socket: WebSocket,
-    code: Code,
-    reason: String,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+pub(crate) fn refuse(mut socket: WebSocket, code: Code, reason: String) -> BoxFuture<'static, ()> {
     Box::pin(async move {
         metrics::counter!("tidings_errors_total", "code" => code.name()).increment(1);
         let frame = CloseFrame {
@@ -105,9 +102,7 @@ fn who(conn: &Conn) -> serde_json::Value {
 
 /// Lets the writer send what is queued and the close frame; a client that does not read
 /// gets its socket dropped after the deadline. Boxed: it runs once, at the end.
-fn finish_writer(
-    writer: tokio::task::JoinHandle<()>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+fn finish_writer(writer: tokio::task::JoinHandle<()>) -> BoxFuture<'static, ()> {
     Box::pin(async move {
         let abort = writer.abort_handle();
         if tokio::time::timeout(Duration::from_secs(5), writer)
