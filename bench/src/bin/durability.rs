@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 use tidings_protocol::Notification;
 use tidings_server::sql_store::SqlStore;
-use tidings_server::store::{MemoryStore, PublicationStore};
+use tidings_server::store::{MemoryStore, Store};
 use tidings_server::{Config, Tidings};
 
 #[tokio::main]
@@ -29,7 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| store | class | publishers | publishes/s | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|---|");
     for publishers in [1usize, 16] {
-        let memory: Arc<dyn PublicationStore> = Arc::new(MemoryStore::new(1000));
+        let memory: Arc<dyn Store> = Arc::new(MemoryStore::new(1000));
         run(
             "memory",
             "ephemeral",
@@ -40,10 +40,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
         run("memory", "durable", memory, publishers, duration, false).await?;
-        let sqlite: Arc<dyn PublicationStore> =
+        let sqlite: Arc<dyn Store> =
             Arc::new(SqlStore::sqlite(dir.join(format!("p{publishers}/"))).await?);
         run("SQLite", "durable", sqlite, publishers, duration, false).await?;
-        let pg: Arc<dyn PublicationStore> = Arc::new(
+        let pg: Arc<dyn Store> = Arc::new(
             SqlStore::postgres_in_schema(&pg_url, &format!("{schema}_{publishers}")).await?,
         );
         run("PostgreSQL", "durable", pg, publishers, duration, false).await?;
@@ -61,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn run(
     store_name: &str,
     class: &str,
-    store: Arc<dyn PublicationStore>,
+    store: Arc<dyn Store>,
     publishers: usize,
     duration: Duration,
     ephemeral: bool,

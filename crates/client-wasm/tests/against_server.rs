@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tidings_client::{Client, ConnectionEvent, State};
 use tidings_protocol::{ChatMessage, Level, Notification};
-use tidings_server::store::{MemoryStore, PublicationStore};
+use tidings_server::store::{MemoryStore, Store};
 use tidings_server::{Config, Tidings};
 use tokio::sync::oneshot;
 
@@ -33,7 +33,7 @@ fn config() -> Config {
 }
 
 /// Starts a node on `addr` (port 0 for any) with the given store.
-async fn serve(addr: SocketAddr, store: Arc<dyn PublicationStore>) -> (Running, SocketAddr) {
+async fn serve(addr: SocketAddr, store: Arc<dyn Store>) -> (Running, SocketAddr) {
     let tidings = Tidings::builder()
         .config(config())
         .store(store)
@@ -162,7 +162,7 @@ async fn typed_events_requests_and_presence_against_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_on_the_same_port_loses_nothing() {
     // One store outlives both server instances, as a durable store would.
-    let store: Arc<dyn PublicationStore> = Arc::new(MemoryStore::new(10_000));
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(10_000));
     let (first, addr) = serve("127.0.0.1:0".parse().unwrap(), store.clone()).await;
 
     let client = Client::builder(format!("ws://{addr}/ws"))

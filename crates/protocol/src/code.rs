@@ -80,6 +80,22 @@ pub enum Code {
 
 /// (code, number, snake_case name, retryable) for every known code, in one table so the
 /// conversions cannot disagree.
+/// The longest close reason a WebSocket close frame may carry (RFC 6455: 125 bytes of
+/// payload, 2 of them the code).
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// `reason` cut to [`MAX_CLOSE_REASON_BYTES`] at a character boundary.
+pub fn truncate_close_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_CLOSE_REASON_BYTES {
+        return reason;
+    }
+    let mut end = MAX_CLOSE_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason.get(..end).unwrap_or_default()
+}
+
 const TABLE: &[(Code, u16, &str, bool)] = &[
     (Code::Normal, 1000, "normal", false),
     (Code::GoingAway, 1001, "going_away", true),
@@ -233,5 +249,14 @@ mod tests {
         );
         let parsed: Result<Code, _> = serde_json::from_str("4413");
         assert_eq!(parsed.ok(), Some(Code::FrameTooLarge));
+    }
+
+    #[test]
+    fn close_reasons_are_cut_at_a_character_boundary() {
+        assert_eq!(truncate_close_reason("short"), "short");
+        let long = "é".repeat(100);
+        let cut = truncate_close_reason(&long);
+        assert!(cut.len() <= MAX_CLOSE_REASON_BYTES && cut.len() >= MAX_CLOSE_REASON_BYTES - 1);
+        assert!(long.starts_with(cut));
     }
 }

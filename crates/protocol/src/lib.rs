@@ -57,7 +57,7 @@ pub mod messages;
 #[cfg(feature = "ts")]
 pub mod ts;
 
-pub use code::Code;
+pub use code::{Code, MAX_CLOSE_REASON_BYTES, truncate_close_reason};
 pub use event::{
     AnalysisStatus, ChatMessage, Delivery, Event, Level, Notification, RawEvent, UploadProgress,
 };

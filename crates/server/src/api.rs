@@ -8,10 +8,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tidings_protocol::{Delivery, Level, Notification, RawEvent};
+use std::sync::Arc;
+
+use tidings_protocol::{Code, Delivery, Level, Notification, RawEvent};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::server::{PublishError, Stats, Tidings};
+use crate::auth::{bearer_token, is_api_key};
+use crate::errors::{ChannelError, PublishError};
+use crate::node::Caller;
+use crate::server::{Stats, Tidings};
 
 /// `POST /api/publish` body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -87,7 +92,9 @@ pub(crate) struct Disconnected {
     disconnected: usize,
 }
 
-/// Every API error: `{"error": {"code": "...", "message": "..."}}`.
+/// Every API error: `{"error": {"code": "...", "message": "..."}}`; `code` is the
+/// protocol's name for the same refusal on a WebSocket (`forbidden`, `frame_too_large`, ...)
+/// or `unauthorized` / `bad_request` for the API's own checks.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ApiError {
     error: ApiErrorBody,
@@ -131,16 +138,31 @@ fn api_error(status: StatusCode, code: &'static str, message: impl Into<String>)
     (status, Json(body)).into_response()
 }
 
+/// The HTTP status of a refusal the socket reports with `code`.
+fn status_of(code: Code) -> StatusCode {
+    match code {
+        Code::BadFrame => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::Forbidden => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl IntoResponse for PublishError {
     fn into_response(self) -> Response {
-        match self {
-            PublishError::Store(e) => api_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            ),
-            other => api_error(StatusCode::BAD_REQUEST, "bad_request", other.to_string()),
-        }
+        let code = self.code();
+        api_error(status_of(code), code.name(), self.to_string())
+    }
+}
+
+impl IntoResponse for ChannelError {
+    fn into_response(self) -> Response {
+        let code = self.code();
+        api_error(status_of(code), code.name(), self.to_string())
     }
 }
 
@@ -193,17 +215,12 @@ pub(crate) fn routes(tidings: Tidings) -> Router {
 }
 
 async fn require_api_key(State(tidings): State<Tidings>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
     let expected = tidings.config().api_key.as_deref();
-    match (presented, expected) {
-        (Some(given), Some(key)) if constant_time_eq(given.trim().as_bytes(), key.as_bytes()) => {
-            next.run(request).await
-        }
-        (_, None) => api_error(
+    if is_api_key(expected, bearer_token(request.headers())) {
+        return next.run(request).await;
+    }
+    match expected {
+        None => api_error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "the server has no API key configured (TIDINGS_API_KEY)",
@@ -214,11 +231,6 @@ async fn require_api_key(State(tidings): State<Tidings>, request: Request, next:
             "missing or wrong API key: send Authorization: Bearer <TIDINGS_API_KEY>",
         ),
     }
-}
-
-/// Compares without an early exit, so timing does not reveal how much of a key matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn metrics() -> Response {
@@ -234,17 +246,16 @@ async fn metrics() -> Response {
 
 /// Publish an event to a channel.
 #[utoipa::path(post, path = "/api/publish", request_body = PublishBody,
-    responses((status = 200, body = PublishAnswer), (status = 400, body = ApiError), (status = 401, body = ApiError)),
+    responses((status = 200, body = PublishAnswer), (status = 400, body = ApiError), (status = 401, body = ApiError),
+        (status = 403, description = "reserved channel", body = ApiError), (status = 413, description = "event larger than the frame limit", body = ApiError)),
     security(("api_key" = [])))]
 async fn publish(
     State(tidings): State<Tidings>,
     ApiJson(body): ApiJson<PublishBody>,
 ) -> Result<Json<PublishAnswer>, PublishError> {
-    let delivery = body
-        .delivery
-        .unwrap_or_else(|| body.event.default_delivery());
     let published = tidings
-        .publish_raw(&body.channel, body.event, delivery)
+        .shared
+        .publish(Caller::Backend, &body.channel, body.event, body.delivery)
         .await?;
     Ok(Json(PublishAnswer {
         offset: published.offset,
@@ -280,10 +291,9 @@ async fn notify_user(
 async fn broadcast(
     State(tidings): State<Tidings>,
     ApiJson(body): ApiJson<BroadcastBody>,
-) -> Json<Delivered> {
-    Json(Delivered {
-        delivered: tidings.broadcast_raw(body.event),
-    })
+) -> Result<Json<Delivered>, PublishError> {
+    let delivered = tidings.broadcast_raw(body.event)?;
+    Ok(Json(Delivered { delivered }))
 }
 
 /// Counts of connections, users, channels and deliveries on this node.
@@ -313,12 +323,12 @@ async fn user_status(State(tidings): State<Tidings>, Path(id): Path<String>) -> 
 async fn channel_members(
     State(tidings): State<Tidings>,
     Path(name): Path<String>,
-) -> Json<Members> {
-    let members = tidings.channel_members(&name).await;
-    Json(Members {
+) -> Result<Json<Members>, ChannelError> {
+    let members = tidings.channel_members(&name).await?;
+    Ok(Json(Members {
         channel: name,
         members,
-    })
+    }))
 }
 
 /// `GET /api/channels/{name}/history` query.
@@ -345,42 +355,26 @@ async fn history(
     axum::extract::Query(query): axum::extract::Query<HistoryQuery>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
     let shared = &tidings.shared;
-    let by_key = matches!((presented, shared.config.api_key.as_deref()),
-        (Some(given), Some(key)) if constant_time_eq(given.as_bytes(), key.as_bytes()));
-    if !by_key {
-        let claims = match shared.auth.verify(presented) {
-            Ok(claims) => std::sync::Arc::new(claims),
+    let presented = bearer_token(&headers);
+    let user = if is_api_key(shared.config.api_key.as_deref(), presented) {
+        None
+    } else {
+        match shared.auth.verify(presented) {
+            Ok(claims) => Some((Arc::<str>::from(claims.sub.as_str()), Arc::new(claims))),
             Err(e) => return api_error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
-        };
-        let user: std::sync::Arc<str> = std::sync::Arc::from(claims.sub.as_str());
-        if !shared
-            .authorize(&user, &claims, &name, crate::auth::Action::Subscribe)
-            .await
-        {
-            return api_error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("access to {name} denied"),
-            );
         }
-    }
-    let limit = query.limit.unwrap_or(100);
-    match shared
-        .history_page(&name, query.since, query.before, limit)
-        .await
-    {
+    };
+    let caller = match &user {
+        Some((user_id, claims)) => Caller::User { user_id, claims },
+        None => Caller::Backend,
+    };
+    let page = shared
+        .history(caller, &name, query.since, query.before, query.limit)
+        .await;
+    match page {
         Ok(page) => Json(page).into_response(),
-        Err(e) => api_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        ),
+        Err(e) => e.into_response(),
     }
 }
 

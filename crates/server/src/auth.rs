@@ -3,12 +3,15 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, header};
+use subtle::ConstantTimeEq;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::{JwtConfig, Policy};
+use crate::time::now_secs;
 
 /// The JWT claims Tidings reads. Other claims are kept in `extra` for authorizers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,11 +145,23 @@ fn validation(algorithm: Algorithm, config: &JwtConfig) -> Validation {
     validation
 }
 
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// The token of an `Authorization: Bearer <token>` header.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Whether `presented` is the HTTP API's key, compared in constant time so that timing does
+/// not reveal how much of a key matched. False when no key is configured.
+pub(crate) fn is_api_key(expected: Option<&str>, presented: Option<&str>) -> bool {
+    match (expected, presented) {
+        (Some(key), Some(given)) => bool::from(key.as_bytes().ct_eq(given.as_bytes())),
+        _ => false,
+    }
 }
 
 /// Makes an HS256 token for `sub` valid for `ttl_secs` (used by `tidings token`, `--dev` and
@@ -158,7 +173,7 @@ pub fn mint_token(
 ) -> Result<String, jsonwebtoken::errors::Error> {
     let claims = Claims {
         sub: sub.to_owned(),
-        exp: unix_now().saturating_add(ttl_secs),
+        exp: now_secs().saturating_add(ttl_secs),
         channels: None,
         extra: serde_json::Map::new(),
     };
@@ -288,13 +303,13 @@ mod tests {
         ));
         let mut old = Claims {
             sub: "42".into(),
-            exp: unix_now() - 10,
+            exp: now_secs() - 10,
             channels: None,
             extra: serde_json::Map::new(),
         };
         let expired = mint_claims("s3cret", &old)?;
         assert_eq!(auth.verify(Some(&expired)).err(), Some(AuthError::Expired));
-        old.exp = unix_now() + 60;
+        old.exp = now_secs() + 60;
         old.sub = String::new();
         let empty = mint_claims("s3cret", &old)?;
         assert!(matches!(

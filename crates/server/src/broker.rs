@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use crate::store::{Publication, StoreFuture};
+use async_trait::async_trait;
+
+use crate::store::Publication;
 
 /// Why a broker operation failed. The publication is stored and delivered locally either
 /// way; remote subscribers recover it from the store when they notice the gap.
@@ -22,19 +24,13 @@ pub enum BrokerError {
 }
 
 /// Carries publications and presence between nodes.
+#[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Sends a stored publication to the other nodes.
-    fn publish<'a>(
-        &'a self,
-        publication: &'a Arc<Publication>,
-    ) -> StoreFuture<'a, Result<(), BrokerError>>;
+    async fn publish(&self, publication: &Arc<Publication>) -> Result<(), BrokerError>;
 
     /// Announces that `user_id` made its first join (`joined`) or last leave of `channel` on
     /// this node, so other nodes can keep cluster-wide presence.
-    fn presence<'a>(
-        &'a self,
-        channel: &'a str,
-        user_id: &'a str,
-        joined: bool,
-    ) -> StoreFuture<'a, Result<(), BrokerError>>;
+    async fn presence(&self, channel: &str, user_id: &str, joined: bool)
+    -> Result<(), BrokerError>;
 }

@@ -37,23 +37,33 @@
 //! ```
 //!
 //! ## Modules, in the order a frame travels
-//! - [`server`]: the [`Tidings`] handle and builder, the WebSocket upgrade (version, origin,
-//!   token) and the back-end API (`notify_user`, `publish`, `broadcast`, presence, shutdown).
-//! - `socket`: one connection: reader loop (size, rate limit, decode, requests) and writer
-//!   task (outbox → socket, one flush per batch, heartbeats).
+//! - `handshake`: the WebSocket upgrade: protocol version, origin, token, route-bound
+//!   channel or user ([`ConnectRequest`], [`Accept`]).
+//! - `connection`: one connection's transport: reader loop (size, rate limit, decode) and
+//!   writer task (outbox → socket, one flush per batch, heartbeats); its `Session` and start.
+//! - `requests`: one handler per client request (`subscribe.rs`, `publish.rs`, ...), and the
+//!   exhaustive dispatch.
+//! - `node`: the node's shared state and the one path for publish, history and presence
+//!   that the socket, the Rust API and the HTTP API all take (checks and authorization).
 //! - `hub`: channels, subscribers, presence; stores then fans out each publication, encoded
 //!   once and shared by every recipient.
 //! - `outbox`: a connection's bounded queue with delivery classes (coalesce, drop, 4009).
-//! - [`store`]: the [`PublicationStore`](store::PublicationStore) trait and the in-memory store.
-//! - [`sql_store`]: durable stores on SQLite (one file) and PostgreSQL (several nodes).
+//! - [`store`]: the store traits ([`PublicationStore`](store::PublicationStore),
+//!   [`InboxStore`](store::InboxStore), [`WebhookOutbox`](store::WebhookOutbox)) and the
+//!   in-memory store; [`sql_store`]: SQLite (one file) and PostgreSQL (several nodes).
+//! - [`webhooks`] and [`webhook_queue`]: signed webhook deliveries from a durable queue.
 //! - [`broker`]: the seam for several nodes (cross-node fan-out and presence).
+//! - [`server`]: the [`Tidings`] handle (back-end API: `notify_user`, `publish`,
+//!   `broadcast`, presence, shutdown); [`TidingsBuilder`] builds it.
 //! - `api`: the HTTP API, `/healthz`, `/metrics`, `/api/openapi.json`.
-//! - [`auth`]: JWT verification, token minting, channel authorization.
+//! - [`auth`]: JWT verification, token minting, channel policy.
 //! - [`config`]: every setting, with defaults and TOML loading.
+//! - [`errors`]: one error enum per operation, each mapped to a protocol code.
 
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod errors;
 pub mod server;
 pub mod sql_store;
 pub mod store;
@@ -61,15 +71,21 @@ pub mod webhook_queue;
 pub mod webhooks;
 
 mod api;
+mod builder;
+mod connection;
+mod handshake;
 mod hub;
 mod metrics;
+mod node;
 mod outbox;
-mod socket;
+mod requests;
+mod time;
 
 pub use auth::{AccessRequest, Action, Claims, mint_token};
+pub use builder::{BuildError, TidingsBuilder};
 pub use config::Config;
+pub use errors::{ChannelError, PublishError};
+pub use handshake::{Accept, ConnectRequest, DEFAULT_DEVICE};
 pub use hub::Published;
-pub use server::{
-    Accept, BuildError, ConnectRequest, PublishError, Stats, Tidings, TidingsBuilder,
-};
+pub use server::{Stats, Tidings};
 pub use tidings_protocol as protocol;

@@ -1,11 +1,34 @@
-//! Prometheus metrics: one process-wide recorder, rendered at `/metrics`.
-//!
-//! Names: `tidings_connections` (gauge), `tidings_frames_in_total`, `tidings_frames_out_total`,
-//! `tidings_deliveries_total`, `tidings_dropped_total{reason}`, `tidings_errors_total{code}`.
+//! Metrics: every counter Tidings keeps, counted once for both [`Stats`](crate::Stats) and
+//! Prometheus (`/metrics`, one process-wide recorder).
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tidings_protocol::Code;
+
+/// Open WebSocket connections (gauge).
+pub(crate) const CONNECTIONS: &str = "tidings_connections";
+/// Frames read from clients.
+pub(crate) const FRAMES_IN: &str = "tidings_frames_in_total";
+/// Frames written to clients.
+pub(crate) const FRAMES_OUT: &str = "tidings_frames_out_total";
+/// Publications stored or fanned out.
+pub(crate) const PUBLICATIONS: &str = "tidings_publications_total";
+/// Frames queued for subscribers.
+pub(crate) const DELIVERIES: &str = "tidings_deliveries_total";
+/// Frames not delivered, by `reason` (`ephemeral_overflow`, `slow_consumer`).
+pub(crate) const DROPPED: &str = "tidings_dropped_total";
+/// Errors sent and connections refused or closed, by `code`.
+pub(crate) const ERRORS: &str = "tidings_errors_total";
+/// Webhook delivery attempts.
+pub(crate) const WEBHOOK_ATTEMPTS: &str = "tidings_webhook_attempts_total";
+/// Failed webhook delivery attempts.
+pub(crate) const WEBHOOK_FAILURES: &str = "tidings_webhook_failures_total";
+/// Webhook events given up after their last attempt.
+pub(crate) const WEBHOOK_ABANDONED: &str = "tidings_webhook_abandoned_total";
+/// Webhook records waiting (gauge).
+pub(crate) const WEBHOOK_BACKLOG: &str = "tidings_webhook_backlog";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -20,4 +43,63 @@ pub(crate) fn render() -> Option<String> {
     let handle = HANDLE.get()?.as_ref()?;
     handle.run_upkeep();
     Some(handle.render())
+}
+
+/// Counts an error frame, refusal or close with `code`.
+pub(crate) fn error(code: Code) {
+    metrics::counter!(ERRORS, "code" => code.name()).increment(1);
+}
+
+/// The node's activity counters. Each method counts once, here and in Prometheus, so
+/// [`Stats`](crate::Stats) and `/metrics` cannot disagree.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    publications: AtomicU64,
+    deliveries: AtomicU64,
+    dropped: AtomicU64,
+    slow_consumers: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counted {
+    pub(crate) publications: u64,
+    pub(crate) deliveries: u64,
+    pub(crate) dropped: u64,
+    pub(crate) slow_consumers: u64,
+}
+
+impl Counters {
+    /// One publication stored or fanned out (including broadcasts).
+    pub(crate) fn publication(&self) {
+        self.publications.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(PUBLICATIONS).increment(1);
+    }
+
+    /// `count` frames queued for subscribers.
+    pub(crate) fn deliveries(&self, count: u64) {
+        self.deliveries.fetch_add(count, Ordering::Relaxed);
+        metrics::counter!(DELIVERIES).increment(count);
+    }
+
+    /// An ephemeral frame dropped for a slow client.
+    pub(crate) fn dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(DROPPED, "reason" => "ephemeral_overflow").increment(1);
+    }
+
+    /// A connection closed with 4009.
+    pub(crate) fn slow_consumer(&self) {
+        self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(DROPPED, "reason" => "slow_consumer").increment(1);
+    }
+
+    pub(crate) fn snapshot(&self) -> Counted {
+        Counted {
+            publications: self.publications.load(Ordering::Relaxed),
+            deliveries: self.deliveries.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            slow_consumers: self.slow_consumers.load(Ordering::Relaxed),
+        }
+    }
 }

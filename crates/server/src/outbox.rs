@@ -232,6 +232,24 @@ impl Outbox {
     pub(crate) fn peak_bytes(&self) -> usize {
         self.lock().peak_bytes
     }
+
+    /// Takes every queued frame, as text, without waiting: for tests that run handlers
+    /// without a socket.
+    #[cfg(test)]
+    pub(crate) fn drain(&self) -> Vec<String> {
+        let mut state = self.lock();
+        state.bytes = 0;
+        std::mem::take(&mut state.queue)
+            .into_iter()
+            .map(|item| item.frame.as_str().to_owned())
+            .collect()
+    }
+
+    /// The close ordered, if any.
+    #[cfg(test)]
+    pub(crate) fn close_order(&self) -> Option<CloseOrder> {
+        self.lock().close.clone()
+    }
 }
 
 #[cfg(test)]

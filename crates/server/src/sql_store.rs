@@ -43,11 +43,12 @@ use sqlx::sqlite::{
 };
 use tidings_protocol::RawEvent;
 
+use async_trait::async_trait;
+
 use crate::store::{
-    InboxStart, Position, PruneScope, Publication, PublicationStore, Recovery, StoreError,
-    StoreFuture, WebhookFn,
+    Position, PruneScope, Publication, PublicationStore, Recovery, StoreError, WebhookFn,
+    WebhookOutbox,
 };
-use crate::webhook_queue::WebhookQueue;
 
 mod sql;
 use sql::*;
@@ -512,7 +513,7 @@ impl SqlStore {
             }
         }
         if let Some(age) = max_age {
-            let cutoff = clamp_i64(cutoff_ms(age));
+            let cutoff = clamp_i64(crate::time::ms_ago(age));
             let sql = format!(
                 "{DELETE_BEFORE} AND channel_id IN (SELECT c.id FROM channels c WHERE {filter})"
             );
@@ -528,80 +529,63 @@ impl SqlStore {
     }
 }
 
+#[async_trait]
 impl PublicationStore for SqlStore {
-    fn append<'a>(
-        &'a self,
-        channel: &'a Arc<str>,
+    async fn append(
+        &self,
+        channel: &Arc<str>,
         ts: u64,
         sender: Option<Arc<str>>,
         event: RawEvent,
-    ) -> StoreFuture<'a, Result<Arc<Publication>, StoreError>> {
-        Box::pin(self.do_append(channel, ts, sender, event, None))
+    ) -> Result<Arc<Publication>, StoreError> {
+        self.do_append(channel, ts, sender, event, None).await
     }
 
-    fn webhook_queue(&self) -> Option<&dyn WebhookQueue> {
-        Some(self)
+    async fn position(&self, channel: &str) -> Result<Position, StoreError> {
+        self.do_position(channel).await
     }
 
-    fn ack<'a>(
-        &'a self,
-        user_id: &'a str,
-        device: &'a str,
-        epoch: &'a str,
+    async fn recover(
+        &self,
+        channel: &str,
+        epoch: &str,
         offset: u64,
-    ) -> StoreFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.do_ack(user_id, device, epoch, offset))
+    ) -> Result<Recovery, StoreError> {
+        self.do_recover(channel, epoch, offset).await
     }
 
-    fn inbox_start<'a>(
-        &'a self,
-        user_id: &'a str,
-        device: &'a str,
-    ) -> StoreFuture<'a, Result<Option<InboxStart>, StoreError>> {
-        Box::pin(self.do_inbox_start(user_id, device))
-    }
-
-    fn append_with_webhooks<'a>(
-        &'a self,
-        channel: &'a Arc<str>,
-        ts: u64,
-        sender: Option<Arc<str>>,
-        event: RawEvent,
-        webhooks: WebhookFn<'a>,
-    ) -> StoreFuture<'a, Result<Arc<Publication>, StoreError>> {
-        Box::pin(self.do_append(channel, ts, sender, event, Some(webhooks)))
-    }
-
-    fn position<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Result<Position, StoreError>> {
-        Box::pin(self.do_position(channel))
-    }
-
-    fn recover<'a>(
-        &'a self,
-        channel: &'a str,
-        epoch: &'a str,
-        offset: u64,
-    ) -> StoreFuture<'a, Result<Recovery, StoreError>> {
-        Box::pin(self.do_recover(channel, epoch, offset))
-    }
-
-    fn history<'a>(
-        &'a self,
-        channel: &'a str,
+    async fn history(
+        &self,
+        channel: &str,
         since: Option<u64>,
         before: Option<u64>,
         limit: usize,
-    ) -> StoreFuture<'a, Result<Vec<Arc<Publication>>, StoreError>> {
-        Box::pin(self.do_history(channel, since, before, limit))
+    ) -> Result<Vec<Arc<Publication>>, StoreError> {
+        self.do_history(channel, since, before, limit).await
     }
 
-    fn prune<'a>(
-        &'a self,
-        scope: &'a PruneScope,
+    async fn prune(
+        &self,
+        scope: &PruneScope,
         max_count: Option<u64>,
         max_age: Option<Duration>,
-    ) -> StoreFuture<'a, Result<u64, StoreError>> {
-        Box::pin(self.do_prune(scope, max_count, max_age))
+    ) -> Result<u64, StoreError> {
+        self.do_prune(scope, max_count, max_age).await
+    }
+}
+
+#[async_trait]
+impl WebhookOutbox for SqlStore {
+    async fn append_with_webhooks(
+        &self,
+        channel: &Arc<str>,
+        ts: u64,
+        sender: Option<Arc<str>>,
+        event: RawEvent,
+        webhooks: WebhookFn<'_>,
+    ) -> Result<Arc<Publication>, StoreError> {
+        self.do_append(channel, ts, sender, event, Some(webhooks))
+            .await
     }
 }
 

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::store::{StoreError, StoreFuture};
+use async_trait::async_trait;
+
+use crate::store::StoreError;
 
 /// One webhook delivery waiting in the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,37 +25,34 @@ pub struct WebhookRecord {
 }
 
 /// A store of pending webhook deliveries.
+#[async_trait]
 pub trait WebhookQueue: Send + Sync {
     /// Adds records.
-    fn enqueue(&self, records: Vec<WebhookRecord>) -> StoreFuture<'_, Result<(), StoreError>>;
+    async fn enqueue(&self, records: Vec<WebhookRecord>) -> Result<(), StoreError>;
 
     /// Takes up to `limit` records due at `now`, leasing each until `lease_until` so that no
     /// other worker (on any node) takes it meanwhile.
-    fn claim_due(
+    async fn claim_due(
         &self,
         now: u64,
         limit: usize,
         lease_until: u64,
-    ) -> StoreFuture<'_, Result<Vec<WebhookRecord>, StoreError>>;
+    ) -> Result<Vec<WebhookRecord>, StoreError>;
 
     /// Removes a delivered (or abandoned) record.
-    fn complete<'a>(
-        &'a self,
-        id: &'a str,
-        endpoint: &'a str,
-    ) -> StoreFuture<'a, Result<(), StoreError>>;
+    async fn complete(&self, id: &str, endpoint: &str) -> Result<(), StoreError>;
 
     /// Records a failed attempt and when to try again.
-    fn reschedule<'a>(
-        &'a self,
-        id: &'a str,
-        endpoint: &'a str,
+    async fn reschedule(
+        &self,
+        id: &str,
+        endpoint: &str,
         attempts: u32,
         next_at: u64,
-    ) -> StoreFuture<'a, Result<(), StoreError>>;
+    ) -> Result<(), StoreError>;
 
     /// How many records wait.
-    fn backlog(&self) -> StoreFuture<'_, Result<u64, StoreError>>;
+    async fn backlog(&self) -> Result<u64, StoreError>;
 }
 
 /// A webhook queue in memory (for the in-memory store: lost on restart, like its history).
@@ -68,21 +67,22 @@ impl MemoryWebhookQueue {
     }
 }
 
+#[async_trait]
 impl WebhookQueue for MemoryWebhookQueue {
-    fn enqueue(&self, records: Vec<WebhookRecord>) -> StoreFuture<'_, Result<(), StoreError>> {
+    async fn enqueue(&self, records: Vec<WebhookRecord>) -> Result<(), StoreError> {
         let mut all = self.lock();
         for record in records {
             all.insert((record.id.clone(), record.endpoint.clone()), record);
         }
-        Box::pin(async { Ok(()) })
+        Ok(())
     }
 
-    fn claim_due(
+    async fn claim_due(
         &self,
         now: u64,
         limit: usize,
         lease_until: u64,
-    ) -> StoreFuture<'_, Result<Vec<WebhookRecord>, StoreError>> {
+    ) -> Result<Vec<WebhookRecord>, StoreError> {
         let mut all = self.lock();
         let mut due: Vec<&mut WebhookRecord> =
             all.values_mut().filter(|r| r.next_at <= now).collect();
@@ -96,35 +96,30 @@ impl WebhookQueue for MemoryWebhookQueue {
                 taken
             })
             .collect();
-        Box::pin(async { Ok(claimed) })
+        Ok(claimed)
     }
 
-    fn complete<'a>(
-        &'a self,
-        id: &'a str,
-        endpoint: &'a str,
-    ) -> StoreFuture<'a, Result<(), StoreError>> {
+    async fn complete(&self, id: &str, endpoint: &str) -> Result<(), StoreError> {
         self.lock().remove(&(id.to_owned(), endpoint.to_owned()));
-        Box::pin(async { Ok(()) })
+        Ok(())
     }
 
-    fn reschedule<'a>(
-        &'a self,
-        id: &'a str,
-        endpoint: &'a str,
+    async fn reschedule(
+        &self,
+        id: &str,
+        endpoint: &str,
         attempts: u32,
         next_at: u64,
-    ) -> StoreFuture<'a, Result<(), StoreError>> {
+    ) -> Result<(), StoreError> {
         if let Some(record) = self.lock().get_mut(&(id.to_owned(), endpoint.to_owned())) {
             record.attempts = attempts;
             record.next_at = next_at;
         }
-        Box::pin(async { Ok(()) })
+        Ok(())
     }
 
-    fn backlog(&self) -> StoreFuture<'_, Result<u64, StoreError>> {
-        let len = self.lock().len() as u64;
-        Box::pin(async move { Ok(len) })
+    async fn backlog(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().len() as u64)
     }
 }
 

@@ -22,8 +22,8 @@ use sha2::Sha256;
 
 use crate::auth::channel_matches;
 use crate::config::{WebhookDelivery, WebhookEndpoint};
-use crate::hub::now_ms;
-use crate::store::{Publication, PublicationStore};
+use crate::store::{Publication, WebhookOutbox};
+use crate::time::now_ms;
 use crate::webhook_queue::WebhookRecord;
 
 /// Every event kind an endpoint can ask for.
@@ -118,7 +118,7 @@ impl Webhooks {
     /// wait for the store.
     pub(crate) fn emit(
         &self,
-        store: &Arc<dyn PublicationStore>,
+        queue: &Arc<dyn WebhookOutbox>,
         kind: &str,
         channel: Option<&str>,
         data: Value,
@@ -127,11 +127,9 @@ impl Webhooks {
         if records.is_empty() {
             return;
         }
-        let store = store.clone();
+        let queue = queue.clone();
         tokio::spawn(async move {
-            if let Some(queue) = store.webhook_queue()
-                && let Err(e) = queue.enqueue(records).await
-            {
+            if let Err(e) = queue.enqueue(records).await {
                 tracing::warn!(error = %e, "cannot queue webhook event");
             }
         });
@@ -194,18 +192,16 @@ pub fn signature(secret: &str, timestamp: u64, body: &str) -> String {
     mac.update(b".");
     mac.update(body.as_bytes());
     let digest = mac.finalize().into_bytes();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={timestamp},v1={hex}")
+    format!("t={timestamp},v1={}", hex::encode(digest))
 }
 
 /// Delivers due records until the node is gone.
-pub(crate) async fn run_worker(webhooks: Arc<Webhooks>, store: Weak<dyn PublicationStore>) {
+pub(crate) async fn run_worker(webhooks: Arc<Webhooks>, outbox: Weak<dyn WebhookOutbox>) {
     let batch = 32;
     let mut last_backlog_report = 0u64;
     loop {
-        let Some(store) = store.upgrade() else { return };
-        let Some(queue) = store.webhook_queue() else {
-            tracing::warn!("webhooks are configured but the store keeps no webhook queue");
+        // Holding only a weak handle between rounds lets the node drop its store.
+        let Some(queue) = outbox.upgrade() else {
             return;
         };
         let now = now_ms();
@@ -223,15 +219,15 @@ pub(crate) async fn run_worker(webhooks: Arc<Webhooks>, store: Weak<dyn Publicat
             (record, result)
         });
         for (record, result) in futures_util::future::join_all(sends).await {
-            metrics::counter!("tidings_webhook_attempts_total").increment(1);
+            metrics::counter!(crate::metrics::WEBHOOK_ATTEMPTS).increment(1);
             let outcome = match result {
                 Ok(()) => queue.complete(&record.id, &record.endpoint).await,
                 Err(reason) => {
-                    metrics::counter!("tidings_webhook_failures_total").increment(1);
+                    metrics::counter!(crate::metrics::WEBHOOK_FAILURES).increment(1);
                     let attempts = record.attempts + 1;
                     if attempts >= webhooks.delivery.max_attempts {
                         tracing::error!(id = %record.id, endpoint = %record.endpoint, %reason, attempts, "webhook given up");
-                        metrics::counter!("tidings_webhook_abandoned_total").increment(1);
+                        metrics::counter!(crate::metrics::WEBHOOK_ABANDONED).increment(1);
                         queue.complete(&record.id, &record.endpoint).await
                     } else {
                         tracing::debug!(id = %record.id, endpoint = %record.endpoint, %reason, attempts, "webhook failed; will retry");
@@ -249,11 +245,11 @@ pub(crate) async fn run_worker(webhooks: Arc<Webhooks>, store: Weak<dyn Publicat
         if now >= last_backlog_report + 5_000 {
             last_backlog_report = now;
             if let Ok(backlog) = queue.backlog().await {
-                metrics::gauge!("tidings_webhook_backlog").set(backlog as f64);
+                metrics::gauge!(crate::metrics::WEBHOOK_BACKLOG).set(backlog as f64);
             }
         }
         let full = due.len() == batch;
-        drop(store);
+        drop(queue);
         if !full {
             tokio::time::sleep(webhooks.delivery.poll_interval).await;
         }

@@ -10,11 +10,12 @@ mod common;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+use async_trait::async_trait;
 use common::*;
 use tidings_protocol::Notification;
 use tidings_server::Tidings;
 use tidings_server::broker::{Broker, BrokerError};
-use tidings_server::store::{Publication, StoreFuture};
+use tidings_server::store::Publication;
 
 /// Forwards to one peer node and records presence announcements.
 #[derive(Default)]
@@ -23,32 +24,28 @@ struct Link {
     presence: Mutex<Vec<(String, String, bool)>>,
 }
 
+#[async_trait]
 impl Broker for Link {
-    fn publish<'a>(
-        &'a self,
-        publication: &'a Arc<Publication>,
-    ) -> StoreFuture<'a, Result<(), BrokerError>> {
-        Box::pin(async move {
-            let peer = self
-                .peer
-                .get()
-                .ok_or(BrokerError::Unavailable("not linked".into()))?;
-            peer.deliver_remote(publication).await;
-            Ok(())
-        })
+    async fn publish(&self, publication: &Arc<Publication>) -> Result<(), BrokerError> {
+        let peer = self
+            .peer
+            .get()
+            .ok_or(BrokerError::Unavailable("not linked".into()))?;
+        peer.deliver_remote(publication).await;
+        Ok(())
     }
 
-    fn presence<'a>(
-        &'a self,
-        channel: &'a str,
-        user_id: &'a str,
+    async fn presence(
+        &self,
+        channel: &str,
+        user_id: &str,
         joined: bool,
-    ) -> StoreFuture<'a, Result<(), BrokerError>> {
+    ) -> Result<(), BrokerError> {
         self.presence
             .lock()
             .unwrap()
             .push((channel.into(), user_id.into(), joined));
-        Box::pin(async { Ok(()) })
+        Ok(())
     }
 }
 

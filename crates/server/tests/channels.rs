@@ -112,7 +112,10 @@ async fn presence_joins_on_first_tab_and_leaves_on_last() {
     let left = watcher.recv().await;
     assert_eq!(left.kind(), "user_left");
     assert_eq!(as_json(&left)["data"]["user_id"], "u");
-    assert_eq!(server.tidings.channel_members("room").await.len(), 1);
+    assert_eq!(
+        server.tidings.channel_members("room").await.unwrap().len(),
+        1
+    );
 }
 
 #[tokio::test]

@@ -161,7 +161,7 @@ async fn every_event_arrives_signed_while_messaging_goes_on(db: TestDb) {
     assert_eq!(kinds.get("channel.joined"), Some(&2), "user:7 and ticket:1"); // {kinds:?}
 
     // The queue drains.
-    let queue = tidings_server::store::PublicationStore::webhook_queue(&*store).unwrap();
+    let queue: &dyn tidings_server::webhook_queue::WebhookQueue = &*store;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while queue.backlog().await.unwrap() > 0 {
         assert!(

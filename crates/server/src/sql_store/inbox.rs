@@ -1,7 +1,9 @@
 //! The offline inbox's acknowledgements on SQLite and PostgreSQL: the `inbox_acks` table.
 
+use async_trait::async_trait;
+
 use super::{Db, SqlStore, db_error, to_i64, to_u64};
-use crate::store::{InboxStart, StoreError};
+use crate::store::{InboxStart, InboxStore, StoreError};
 
 /// Keeps the highest offset per epoch: a late, smaller ack never moves a device back.
 const UPSERT: &str = "INSERT INTO inbox_acks (user_id, device, epoch, acked, updated_at) \
@@ -12,15 +14,16 @@ const SELECT_DEVICE: &str =
     "SELECT epoch, acked FROM inbox_acks WHERE user_id = $1 AND device = $2";
 const SELECT_HIGHEST: &str = "SELECT epoch, acked FROM inbox_acks WHERE user_id = $1 ORDER BY updated_at DESC, acked DESC LIMIT 1";
 
-impl SqlStore {
-    pub(super) async fn do_ack(
+#[async_trait]
+impl InboxStore for SqlStore {
+    async fn ack(
         &self,
         user_id: &str,
         device: &str,
         epoch: &str,
         offset: u64,
     ) -> Result<(), StoreError> {
-        let now = to_i64(crate::hub::now_ms())?;
+        let now = to_i64(crate::time::now_ms())?;
         on_db!(&self.writer, pool => {
             sqlx::query(UPSERT)
                 .bind(user_id)
@@ -35,7 +38,7 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn do_inbox_start(
+    async fn inbox_start(
         &self,
         user_id: &str,
         device: &str,

@@ -2,7 +2,6 @@
 //! between database values and the store's.
 
 use std::fmt::Display;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::store::StoreError;
 
@@ -72,13 +71,4 @@ pub(super) fn to_u64(value: i64) -> Result<u64, StoreError> {
 
 pub(super) fn clamp_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// Milliseconds since the Unix epoch, `max_age` ago (0 when that is before 1970).
-pub(super) fn cutoff_ms(max_age: Duration) -> u64 {
-    let age = SystemTime::now()
-        .checked_sub(max_age)
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .unwrap_or_default();
-    u64::try_from(age.as_millis()).unwrap_or(u64::MAX)
 }

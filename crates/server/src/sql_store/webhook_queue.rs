@@ -1,7 +1,9 @@
 //! [`WebhookQueue`] on SQLite and PostgreSQL: the `webhook_outbox` table.
 
+use async_trait::async_trait;
+
 use super::{Db, SqlStore, db_error, to_i64, to_u64};
-use crate::store::{StoreError, StoreFuture};
+use crate::store::StoreError;
 use crate::webhook_queue::{WebhookQueue, WebhookRecord};
 
 pub(super) const INSERT: &str = "INSERT INTO webhook_outbox (id, endpoint, body, attempts, next_at) \
@@ -88,61 +90,52 @@ impl SqlStore {
     }
 }
 
+#[async_trait]
 impl WebhookQueue for SqlStore {
-    fn enqueue(&self, records: Vec<WebhookRecord>) -> StoreFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.do_enqueue(records))
+    async fn enqueue(&self, records: Vec<WebhookRecord>) -> Result<(), StoreError> {
+        self.do_enqueue(records).await
     }
 
-    fn claim_due(
+    async fn claim_due(
         &self,
         now: u64,
         limit: usize,
         lease_until: u64,
-    ) -> StoreFuture<'_, Result<Vec<WebhookRecord>, StoreError>> {
-        Box::pin(self.do_claim(now, limit, lease_until))
+    ) -> Result<Vec<WebhookRecord>, StoreError> {
+        self.do_claim(now, limit, lease_until).await
     }
 
-    fn complete<'a>(
-        &'a self,
-        id: &'a str,
-        endpoint: &'a str,
-    ) -> StoreFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            on_db!(&self.writer, pool => {
-                sqlx::query(DELETE).bind(id).bind(endpoint).execute(pool).await.map_err(db_error)?;
-            });
-            Ok(())
-        })
+    async fn complete(&self, id: &str, endpoint: &str) -> Result<(), StoreError> {
+        on_db!(&self.writer, pool => {
+            sqlx::query(DELETE).bind(id).bind(endpoint).execute(pool).await.map_err(db_error)?;
+        });
+        Ok(())
     }
 
-    fn reschedule<'a>(
-        &'a self,
-        id: &'a str,
-        endpoint: &'a str,
+    async fn reschedule(
+        &self,
+        id: &str,
+        endpoint: &str,
         attempts: u32,
         next_at: u64,
-    ) -> StoreFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            on_db!(&self.writer, pool => {
-                sqlx::query(RESCHEDULE)
-                    .bind(i64::from(attempts))
-                    .bind(to_i64(next_at)?)
-                    .bind(id)
-                    .bind(endpoint)
-                    .execute(pool)
-                    .await
-                    .map_err(db_error)?;
-            });
-            Ok(())
-        })
+    ) -> Result<(), StoreError> {
+        on_db!(&self.writer, pool => {
+            sqlx::query(RESCHEDULE)
+                .bind(i64::from(attempts))
+                .bind(to_i64(next_at)?)
+                .bind(id)
+                .bind(endpoint)
+                .execute(pool)
+                .await
+                .map_err(db_error)?;
+        });
+        Ok(())
     }
 
-    fn backlog(&self) -> StoreFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let (count,): (i64,) = on_db!(&self.reader, pool => {
-                sqlx::query_as(COUNT).fetch_one(pool).await.map_err(db_error)?
-            });
-            to_u64(count)
-        })
+    async fn backlog(&self) -> Result<u64, StoreError> {
+        let (count,): (i64,) = on_db!(&self.reader, pool => {
+            sqlx::query_as(COUNT).fetch_one(pool).await.map_err(db_error)?
+        });
+        to_u64(count)
     }
 }

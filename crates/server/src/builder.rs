@@ -1,0 +1,194 @@
+//! [`TidingsBuilder`]: configuration, stores, authorizer and broker, checked once at build.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::Tidings;
+use crate::auth::{AccessRequest, Authenticator, AuthorizeFn, KeyError};
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::node::Shared;
+use crate::store::{InboxStore, MemoryStore, PublicationStore, Store, Stores};
+use crate::webhooks::Webhooks;
+
+/// Configures a [`Tidings`] node.
+#[must_use]
+pub struct TidingsBuilder {
+    config: Config,
+    authorizer: Option<AuthorizeFn>,
+    stores: Option<Stores>,
+    /// Replaces the inbox of whichever store is used.
+    inbox: Option<Arc<dyn InboxStore>>,
+    broker: Option<Arc<dyn Broker>>,
+}
+
+/// Why a node could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The JWT key could not be loaded.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// Webhooks are configured, but the store given with
+    /// [`TidingsBuilder::publication_store`] keeps no webhook queue.
+    #[error(
+        "webhooks are configured but the publication store keeps no webhook queue: give a store that implements WebhookOutbox with TidingsBuilder::store"
+    )]
+    WebhooksWithoutOutbox,
+    /// `build` was called outside a tokio runtime (retention and webhook delivery run as
+    /// tasks of the node).
+    #[error("Tidings::builder().build() must be called inside a tokio runtime")]
+    NoRuntime,
+}
+
+impl TidingsBuilder {
+    pub(crate) fn new() -> TidingsBuilder {
+        TidingsBuilder {
+            config: Config::default(),
+            authorizer: None,
+            stores: None,
+            inbox: None,
+            broker: None,
+        }
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the HS256 secret that verifies client tokens.
+    pub fn jwt_secret(mut self, secret: impl Into<String>) -> Self {
+        self.config.jwt.secret = Some(secret.into());
+        self
+    }
+
+    /// Sets the bearer key of the HTTP API.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.config.api_key = Some(key.into());
+        self
+    }
+
+    /// Decides channel access, e.g. "may user 7 open ticket 42". Called for every
+    /// subscribe, client publish, history, presence and route-bound channel, after the
+    /// built-in policy.
+    pub fn authorize<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(AccessRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.authorizer = Some(Arc::new(move |request| Box::pin(hook(request))));
+        self
+    }
+
+    /// Uses this store for publications, the offline inbox and the webhook queue (like
+    /// [`SqlStore`](crate::sql_store::SqlStore) and [`MemoryStore`]). Without a store the
+    /// node keeps `history_size` publications per channel in memory only;
+    /// [`store::open`](crate::store::open) opens the store the configuration names (SQLite
+    /// in the data directory by default).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.stores = Some(Stores::complete(store));
+        self
+    }
+
+    /// Uses a store that keeps publications only. The offline inbox is then off (a
+    /// connection's personal channel starts at the live position and `ack` is refused)
+    /// unless [`inbox_store`](Self::inbox_store) names one, and configuring webhooks is an
+    /// error at build.
+    pub fn publication_store(mut self, store: Arc<dyn PublicationStore>) -> Self {
+        self.stores = Some(Stores {
+            publications: store,
+            inbox: None,
+            outbox: None,
+        });
+        self
+    }
+
+    /// Keeps the offline inbox's positions in this store, whichever store keeps the
+    /// publications.
+    pub fn inbox_store(mut self, inbox: Arc<dyn InboxStore>) -> Self {
+        self.inbox = Some(inbox);
+        self
+    }
+
+    /// Connects this node to others through a broker (see [`crate::broker`]).
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Builds the node, and starts its retention and webhook tasks.
+    pub fn build(self) -> Result<Tidings, BuildError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let auth = Authenticator::new(&self.config.jwt)?;
+        let mut stores = match self.stores {
+            Some(stores) => stores,
+            None => Stores::complete(Arc::new(MemoryStore::for_config(&self.config))),
+        };
+        if let Some(inbox) = self.inbox {
+            stores.inbox = Some(inbox);
+        }
+        let webhooks = Webhooks::new(&self.config.webhooks, &self.config.webhook_delivery);
+        if let Some(hooks) = &webhooks {
+            let outbox = stores
+                .outbox
+                .as_ref()
+                .ok_or(BuildError::WebhooksWithoutOutbox)?;
+            runtime.spawn(crate::webhooks::run_worker(
+                hooks.clone(),
+                Arc::downgrade(outbox),
+            ));
+        }
+        if stores.inbox.is_none() {
+            tracing::info!("no inbox store: personal channels start at the live position");
+        }
+        crate::metrics::install();
+        let hub = Hub::new(
+            stores,
+            self.broker,
+            webhooks,
+            self.config.presence_events_max_members,
+        );
+        let tidings = Tidings {
+            shared: Arc::new(Shared {
+                hub,
+                auth,
+                authorizer: self.authorizer,
+                config: self.config,
+                shutting_down: AtomicBool::new(false),
+                rate_clock: governor::clock::DefaultClock::default(),
+            }),
+        };
+        spawn_retention(&runtime, &tidings);
+        Ok(tidings)
+    }
+}
+
+/// Enforces retention every `retention_interval` while the node exists.
+fn spawn_retention(runtime: &tokio::runtime::Handle, tidings: &Tidings) {
+    let shared = Arc::downgrade(&tidings.shared);
+    let every = tidings
+        .shared
+        .config
+        .retention_interval
+        .max(Duration::from_secs(1));
+    runtime.spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let tidings = Tidings { shared };
+            if let Err(e) = tidings.prune().await {
+                tracing::warn!(error = %e, "retention failed");
+            }
+        }
+    });
+}

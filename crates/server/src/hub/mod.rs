@@ -1,0 +1,337 @@
+//! The hub: channels, their subscribers and members, and fan-out of publications.
+//!
+//! Each channel has one async lock that orders everything that happens to it: storing a
+//! publication and queueing it for subscribers, and a subscriber's join with its recovery.
+//! So a recovering subscriber gets the missed publications, then the live ones, with no gap
+//! and no duplicate. Fan-out only pushes shared, pre-encoded frames into connection
+//! outboxes; no lock is ever held while writing to a socket.
+//!
+//! Nothing here assumes one process holds every connection of a user: counts returned are
+//! "connections reached on this node", and presence is per node until a cross-node broker
+//! carries it.
+//!
+//! - `channel`: a channel's state under its lock, and [`Conn`].
+//! - `membership`: subscribe (with recovery), unsubscribe, presence and typing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use tidings_protocol::{BROADCAST_CHANNEL, Code, Delivery, RawEvent};
+
+use crate::broker::Broker;
+use crate::metrics::Counters;
+use crate::outbox::{Outbox, Outgoing, Pushed};
+use crate::store::{Publication, StoreError, Stores};
+use crate::time::now_ms;
+use crate::webhooks::Webhooks;
+
+mod channel;
+mod membership;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use channel::Conn;
+use channel::{Channel, ChannelState, Locked};
+pub(crate) use membership::Asked;
+
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The publication's offset (`None` when ephemeral).
+    pub offset: Option<u64>,
+    /// The channel's epoch.
+    pub epoch: String,
+    /// Connections on this node it was queued for.
+    pub delivered: usize,
+}
+
+/// Channels, users and the stores behind them.
+pub(crate) struct Hub {
+    channels: DashMap<Arc<str>, Arc<Channel>>,
+    users: DashMap<Arc<str>, HashMap<u64, Arc<Conn>>>,
+    stores: Stores,
+    /// Other nodes, if any.
+    broker: Option<Arc<dyn Broker>>,
+    /// Webhook endpoints, if any (then `stores.outbox` is set: the builder checks).
+    webhooks: Option<Arc<Webhooks>>,
+    /// Channels with more members than this get no `user_joined`/`user_left` frames: each
+    /// would go to every member, so a crowd joining costs members² frames.
+    presence_events_max_members: usize,
+    next_conn: AtomicU64,
+    pub(crate) counters: Counters,
+}
+
+impl Hub {
+    pub(crate) fn new(
+        stores: Stores,
+        broker: Option<Arc<dyn Broker>>,
+        webhooks: Option<Arc<Webhooks>>,
+        presence_events_max_members: usize,
+    ) -> Hub {
+        Hub {
+            presence_events_max_members,
+            channels: DashMap::new(),
+            users: DashMap::new(),
+            stores,
+            broker,
+            webhooks,
+            next_conn: AtomicU64::new(1),
+            counters: Counters::default(),
+        }
+    }
+
+    pub(crate) fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// Adds a connection for its user, unless the user already has `limit` (0 = no limit).
+    pub(crate) fn register(
+        &self,
+        session_id: String,
+        user_id: Arc<str>,
+        outbox: Outbox,
+        limit: usize,
+    ) -> Option<Arc<Conn>> {
+        let conn = Arc::new(Conn {
+            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            session_id,
+            user_id: user_id.clone(),
+            outbox,
+        });
+        let mut conns = self.users.entry(user_id).or_default();
+        if limit > 0 && conns.len() >= limit {
+            return None;
+        }
+        conns.insert(conn.id, conn.clone());
+        Some(conn)
+    }
+
+    /// Removes a connection from its channels (announcing departures) and from its user.
+    pub(crate) async fn unregister(
+        &self,
+        conn: &Arc<Conn>,
+        channels: impl IntoIterator<Item = Arc<str>>,
+    ) {
+        for channel in channels {
+            self.unsubscribe(conn, &channel).await;
+        }
+        self.users.remove_if_mut(&conn.user_id, |_, conns| {
+            conns.remove(&conn.id);
+            conns.is_empty()
+        });
+    }
+
+    fn channel(&self, name: &str) -> Arc<Channel> {
+        if let Some(channel) = self.channels.get(name) {
+            return channel.clone();
+        }
+        self.channels.entry(Arc::from(name)).or_default().clone()
+    }
+
+    /// Locks a channel, retrying if it was retired meanwhile.
+    async fn lock<'a>(&'a self, name: &'a str) -> Locked<'a> {
+        loop {
+            let channel = self.channel(name);
+            let state = channel.clone().lock_owned().await;
+            if !state.retired {
+                return Locked {
+                    hub: self,
+                    name,
+                    channel,
+                    state,
+                };
+            }
+        }
+    }
+
+    /// Stores (unless ephemeral) and fans out one publication.
+    pub(crate) async fn publish(
+        &self,
+        channel: &str,
+        event: RawEvent,
+        sender: Option<Arc<str>>,
+        delivery: Delivery,
+    ) -> Result<Published, StoreError> {
+        let name: Arc<str> = Arc::from(channel);
+        let state = self.lock(channel).await;
+        let store = &self.stores.publications;
+        let publication = match delivery {
+            Delivery::Reliable => match (&self.webhooks, &self.stores.outbox) {
+                (Some(hooks), Some(outbox)) => {
+                    let records = |p: &Publication| hooks.for_publication(p);
+                    outbox
+                        .append_with_webhooks(&name, now_ms(), sender, event, &records)
+                        .await?
+                }
+                _ => store.append(&name, now_ms(), sender, event).await?,
+            },
+            Delivery::Ephemeral => {
+                let position = store.position(channel).await?;
+                Arc::new(Publication::new(
+                    name,
+                    None,
+                    position.epoch,
+                    now_ms(),
+                    sender,
+                    event,
+                ))
+            }
+        };
+        let delivered = self.fan_out(&state, &publication, delivery);
+        if let Some(broker) = &self.broker
+            && let Err(e) = broker.publish(&publication).await
+        {
+            tracing::warn!(channel, error = %e, "broker publish failed; remote nodes will recover");
+        }
+        drop(state);
+        Ok(Published {
+            offset: publication.offset,
+            epoch: publication.epoch.to_string(),
+            delivered,
+        })
+    }
+
+    /// Queues a webhook event (no-op without webhooks).
+    pub(crate) fn emit(&self, kind: &str, channel: Option<&str>, data: serde_json::Value) {
+        if let (Some(hooks), Some(outbox)) = (&self.webhooks, &self.stores.outbox) {
+            hooks.emit(outbox, kind, channel, data);
+        }
+    }
+
+    /// Delivers a publication that another node stored, to this node's subscribers.
+    pub(crate) async fn deliver_remote(&self, publication: &Publication) -> usize {
+        let state = self.lock(&publication.channel).await;
+        let delivery = if publication.offset.is_some() {
+            Delivery::Reliable
+        } else {
+            Delivery::Ephemeral
+        };
+        self.fan_out(&state, publication, delivery)
+    }
+
+    fn fan_out(
+        &self,
+        state: &ChannelState,
+        publication: &Publication,
+        delivery: Delivery,
+    ) -> usize {
+        self.counters.publication();
+        if state.subscribers.is_empty() {
+            return 0;
+        }
+        let kind = publication.event.kind();
+        let item = match delivery {
+            Delivery::Reliable => Outgoing::reliable(publication.frame()),
+            Delivery::Ephemeral => {
+                let key = format!(
+                    "{}\u{0}{}",
+                    publication.channel,
+                    publication.event.coalesce_key()
+                );
+                Outgoing::ephemeral(publication.frame(), Arc::from(key))
+            }
+        };
+        let mut delivered = 0;
+        for subscriber in state.subscribers.values() {
+            if subscriber.wants(kind) {
+                delivered += usize::from(self.deliver(&subscriber.conn, item.clone()));
+            }
+        }
+        self.counters.deliveries(delivered as u64);
+        delivered
+    }
+
+    /// Pushes one frame, counting drops and slow consumers.
+    fn deliver(&self, conn: &Conn, item: Outgoing) -> bool {
+        match conn.outbox.push(item) {
+            Pushed::Queued | Pushed::Coalesced => true,
+            Pushed::Dropped => {
+                self.counters.dropped();
+                false
+            }
+            Pushed::Overflowed => {
+                self.counters.slow_consumer();
+                tracing::info!(session = %conn.session_id, user = %conn.user_id, "slow consumer closed with 4009");
+                false
+            }
+            Pushed::Closed => false,
+        }
+    }
+
+    /// Queues an event for every connection on this node; returns how many.
+    pub(crate) fn broadcast(&self, event: RawEvent) -> usize {
+        let publication = Publication::new(
+            Arc::from(BROADCAST_CHANNEL),
+            None,
+            Arc::from(""),
+            now_ms(),
+            None,
+            event,
+        );
+        self.counters.publication();
+        let item = Outgoing::reliable(publication.frame());
+        let mut delivered = 0;
+        for user in self.users.iter() {
+            for conn in user.values() {
+                delivered += usize::from(self.deliver(conn, item.clone()));
+            }
+        }
+        self.counters.deliveries(delivered as u64);
+        delivered
+    }
+
+    /// How many connections the user has on this node.
+    pub(crate) fn user_connections(&self, user_id: &str) -> usize {
+        self.users.get(user_id).map_or(0, |conns| conns.len())
+    }
+
+    /// Users with at least one connection on this node, sorted.
+    pub(crate) fn connected_users(&self) -> Vec<String> {
+        let mut users: Vec<String> = self.users.iter().map(|e| e.key().to_string()).collect();
+        users.sort();
+        users
+    }
+
+    /// Every connection on this node.
+    pub(crate) fn all_connections(&self) -> Vec<Arc<Conn>> {
+        self.users
+            .iter()
+            .flat_map(|e| e.value().values().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Closes every connection of a user with `code`; returns how many.
+    pub(crate) fn disconnect_user(&self, user_id: &str, code: Code, reason: &str) -> usize {
+        let conns: Vec<Arc<Conn>> = self
+            .users
+            .get(user_id)
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default();
+        for conn in &conns {
+            conn.outbox.close(code, reason);
+        }
+        conns.len()
+    }
+
+    /// (frames queued now, bytes queued now, the largest peak of any open connection's queue).
+    pub(crate) fn queues(&self) -> (usize, usize, usize) {
+        let mut totals = (0, 0, 0);
+        for user in self.users.iter() {
+            for conn in user.values() {
+                let (frames, bytes) = conn.outbox.depth();
+                totals.0 += frames;
+                totals.1 += bytes;
+                totals.2 = totals.2.max(conn.outbox.peak_bytes());
+            }
+        }
+        totals
+    }
+
+    /// (connections, users, channels) on this node.
+    pub(crate) fn sizes(&self) -> (usize, usize, usize) {
+        let connections = self.users.iter().map(|e| e.value().len()).sum();
+        (connections, self.users.len(), self.channels.len())
+    }
+}

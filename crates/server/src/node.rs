@@ -1,0 +1,219 @@
+//! The node's shared state and the one path every entry point takes: the socket's requests,
+//! the Rust API ([`Tidings`](crate::Tidings)) and the HTTP API all publish, read history and
+//! list presence through these functions, so the channel-name, reserved-channel, size, event,
+//! delivery-class and authorization rules exist once.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use tidings_protocol::messages::{HistoryPage, Member};
+use tidings_protocol::{BROADCAST_CHANNEL, Delivery, RawEvent};
+
+use crate::auth::{AccessRequest, Action, Authenticator, AuthorizeFn, Claims, default_policy};
+use crate::config::Config;
+use crate::errors::{ChannelError, PublishError};
+use crate::hub::{Hub, Published};
+
+/// State shared by every connection and handler.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) auth: Authenticator,
+    pub(crate) authorizer: Option<AuthorizeFn>,
+    pub(crate) hub: Hub,
+    /// Set by [`Tidings::shutdown`](crate::Tidings::shutdown): new connections get 503.
+    pub(crate) shutting_down: AtomicBool,
+    /// One clock for every connection's rate limiter: making one calibrates it (a
+    /// measurable share of a connect's CPU when each connection made its own).
+    pub(crate) rate_clock: governor::clock::DefaultClock,
+}
+
+/// Who asks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Caller<'a> {
+    /// A user (a connection, or a token on the HTTP API): the built-in policy and the
+    /// application's authorizer decide.
+    User {
+        user_id: &'a Arc<str>,
+        claims: &'a Arc<Claims>,
+    },
+    /// The application's back end (the Rust API, or the HTTP API's key): trusted with every
+    /// channel, but held to the same channel, size and event rules.
+    Backend,
+}
+
+impl Caller<'_> {
+    /// The publishing user, recorded as the publication's sender.
+    fn sender(&self) -> Option<Arc<str>> {
+        match self {
+            Caller::User { user_id, .. } => Some(Arc::clone(user_id)),
+            Caller::Backend => None,
+        }
+    }
+}
+
+/// Default and maximum page sizes of `history`.
+pub(crate) const HISTORY_DEFAULT_LIMIT: u32 = 100;
+pub(crate) const HISTORY_MAX_LIMIT: u32 = 1000;
+
+/// Bytes an event's envelope adds to its type and data: `{"type":"","data":}`.
+const EVENT_ENVELOPE_BYTES: usize = 20;
+
+/// Channel names: 1–255 bytes, no control characters.
+pub(crate) fn check_channel_name(channel: &str) -> Result<(), String> {
+    if channel.is_empty() || channel.len() > 255 {
+        return Err("channel names are 1 to 255 bytes".to_owned());
+    }
+    if channel.chars().any(char::is_control) {
+        return Err("channel names may not contain control characters".to_owned());
+    }
+    Ok(())
+}
+
+/// The refusal for the `broadcast` pseudo-channel: only `Tidings::broadcast` sends there,
+/// and nothing is stored in it.
+fn reserved(channel: &str) -> Option<String> {
+    (channel == BROADCAST_CHANNEL).then(|| {
+        format!("{BROADCAST_CHANNEL} is reserved: the back end sends to it with broadcast()")
+    })
+}
+
+impl Shared {
+    /// Whether `caller` may do `action` on `channel`: the built-in policy, then the
+    /// application's hook. The back end may do anything.
+    pub(crate) async fn authorize(
+        &self,
+        caller: Caller<'_>,
+        channel: &str,
+        action: Action,
+    ) -> bool {
+        let Caller::User { user_id, claims } = caller else {
+            return true;
+        };
+        let request = AccessRequest {
+            user_id: user_id.clone(),
+            claims: claims.clone(),
+            channel: channel.to_owned(),
+            action,
+        };
+        if !default_policy(&self.config.policy, &request) {
+            return false;
+        }
+        match &self.authorizer {
+            Some(hook) => hook(request).await,
+            None => true,
+        }
+    }
+
+    /// The checks before joining or reading a channel.
+    pub(crate) async fn check_read(
+        &self,
+        caller: Caller<'_>,
+        channel: &str,
+    ) -> Result<(), ChannelError> {
+        check_channel_name(channel).map_err(ChannelError::InvalidChannel)?;
+        if let Some(reason) = reserved(channel) {
+            return Err(ChannelError::Forbidden(reason));
+        }
+        if !self.authorize(caller, channel, Action::Subscribe).await {
+            return Err(ChannelError::Forbidden(format!(
+                "access to {channel} denied"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Publishes an event: checks the channel, the size, the event and the caller's right,
+    /// picks the delivery class, then stores (unless ephemeral) and fans out.
+    pub(crate) async fn publish(
+        &self,
+        caller: Caller<'_>,
+        channel: &str,
+        event: RawEvent,
+        delivery: Option<Delivery>,
+    ) -> Result<Published, PublishError> {
+        check_channel_name(channel).map_err(PublishError::InvalidChannel)?;
+        if let Some(reason) = reserved(channel) {
+            return Err(PublishError::Forbidden(reason));
+        }
+        self.check_size(&event)?;
+        event.validate_standard().map_err(|e| {
+            PublishError::InvalidEvent(format!("invalid {} event: {e}", event.kind()))
+        })?;
+        if !self.authorize(caller, channel, Action::Publish).await {
+            return Err(PublishError::Forbidden(format!(
+                "publishing to {channel} denied"
+            )));
+        }
+        let requested = delivery.unwrap_or_else(|| event.default_delivery());
+        // Channels of an ephemeral class are never stored, whatever the event type says.
+        let delivery = if self.config.retention(channel).ephemeral {
+            Delivery::Ephemeral
+        } else {
+            requested
+        };
+        Ok(self
+            .hub
+            .publish(channel, event, caller.sender(), delivery)
+            .await?)
+    }
+
+    /// Refuses an event larger than any client could receive: the frame limit.
+    pub(crate) fn check_size(&self, event: &RawEvent) -> Result<(), PublishError> {
+        let size = event.kind().len() + event.data_json().len() + EVENT_ENVELOPE_BYTES;
+        let limit = self.config.limits.max_frame_bytes;
+        if size > limit {
+            return Err(PublishError::TooLarge { size, limit });
+        }
+        Ok(())
+    }
+
+    /// A page of a channel's stored history (default 100, at most 1000 publications).
+    pub(crate) async fn history(
+        &self,
+        caller: Caller<'_>,
+        channel: &str,
+        since: Option<u64>,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage, ChannelError> {
+        self.check_read(caller, channel).await?;
+        let store = &self.hub.stores().publications;
+        let position = store.position(channel).await?;
+        let limit = limit
+            .unwrap_or(HISTORY_DEFAULT_LIMIT)
+            .clamp(1, HISTORY_MAX_LIMIT);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let publications = store.history(channel, since, before, limit).await?;
+        Ok(HistoryPage {
+            channel: channel.to_owned(),
+            epoch: position.epoch.to_string(),
+            offset: position.offset,
+            publications: publications.iter().map(|p| p.to_message()).collect(),
+        })
+    }
+
+    /// A channel's members on this node, one entry per user.
+    pub(crate) async fn presence(
+        &self,
+        caller: Caller<'_>,
+        channel: &str,
+    ) -> Result<Vec<Member>, ChannelError> {
+        self.check_read(caller, channel).await?;
+        Ok(self.hub.members(channel).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names() {
+        assert!(check_channel_name("ticket:1").is_ok());
+        assert!(check_channel_name("").is_err());
+        assert!(check_channel_name(&"x".repeat(256)).is_err());
+        assert!(check_channel_name("a\nb").is_err());
+        assert!(reserved(BROADCAST_CHANNEL).is_some());
+        assert!(reserved("lobby").is_none());
+    }
+}

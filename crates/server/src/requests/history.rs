@@ -1,0 +1,24 @@
+//! `history`: a page of a channel's stored publications.
+
+use tidings_protocol::messages::{History, Reply};
+
+use super::Answer;
+use crate::connection::Session;
+use crate::errors::RequestError;
+
+pub(super) async fn handle(
+    session: &mut Session,
+    request: History,
+) -> Result<Answer, RequestError> {
+    let page = session
+        .shared
+        .history(
+            session.caller(),
+            &request.channel,
+            request.since,
+            request.before,
+            request.limit,
+        )
+        .await?;
+    Ok(Answer::Reply(Reply::History(page)))
+}
