@@ -188,7 +188,7 @@ pub enum Level {
     Error,
 }
 
-/// A user-facing notification (seed 003's NotificationService, seed 000's `notification`).
+/// A user-facing notification: a title, a message and a level, shown as a toast or a list item.
 #[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Notification {
@@ -220,7 +220,7 @@ pub struct UploadProgress {
 }
 event!(UploadProgress, "upload_progress", ephemeral);
 
-/// State of a long-running analysis job (seeds 000 and 002).
+/// Progress and outcome of a long-running job (an analysis, an export), pushed by a back-end worker.
 #[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisStatus {
@@ -243,7 +243,7 @@ pub struct AnalysisStatus {
 }
 event!(AnalysisStatus, "analysis_status");
 
-/// A chat message in a room (seed 001's ticket chat).
+/// A chat message in a room, such as a support ticket's conversation.
 #[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
