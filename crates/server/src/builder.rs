@@ -38,6 +38,12 @@ pub enum BuildError {
         "webhooks are configured but the publication store keeps no webhook queue: give a store that implements WebhookOutbox with TidingsBuilder::store"
     )]
     WebhooksWithoutOutbox,
+    /// Webhooks are configured, but this build of tidings-server has no `webhooks` feature.
+    #[error("webhooks are configured but tidings-server was built without its `webhooks` feature")]
+    WebhooksNotBuilt,
+    /// The HTTP client that delivers webhooks could not be made.
+    #[error("cannot make the webhook HTTP client: {0}")]
+    WebhookClient(String),
     /// `build` was called outside a tokio runtime (retention and webhook delivery run as
     /// tasks of the node).
     #[error("Tidings::builder().build() must be called inside a tokio runtime")]
@@ -138,10 +144,7 @@ impl TidingsBuilder {
                 .outbox
                 .as_ref()
                 .ok_or(BuildError::WebhooksWithoutOutbox)?;
-            runtime.spawn(crate::webhooks::run_worker(
-                hooks.clone(),
-                Arc::downgrade(outbox),
-            ));
+            start_webhooks(&runtime, hooks, outbox)?;
         }
         if stores.inbox.is_none() {
             tracing::info!("no inbox store: personal channels start at the live position");
@@ -165,6 +168,25 @@ impl TidingsBuilder {
         };
         spawn_retention(&runtime, &tidings);
         Ok(tidings)
+    }
+}
+
+/// Starts delivering webhooks (the `webhooks` feature), or refuses a configuration that
+/// names endpoints when the feature is off.
+fn start_webhooks(
+    runtime: &tokio::runtime::Handle,
+    hooks: &Arc<Webhooks>,
+    outbox: &Arc<dyn crate::store::WebhookOutbox>,
+) -> Result<(), BuildError> {
+    #[cfg(feature = "webhooks")]
+    {
+        crate::webhooks::spawn_worker(runtime, hooks.clone(), Arc::downgrade(outbox))
+            .map_err(BuildError::WebhookClient)
+    }
+    #[cfg(not(feature = "webhooks"))]
+    {
+        let _ = (runtime, hooks, outbox);
+        Err(BuildError::WebhooksNotBuilt)
     }
 }
 

@@ -65,6 +65,7 @@ pub mod broker;
 pub mod config;
 pub mod errors;
 pub mod server;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql_store;
 pub mod store;
 pub mod webhook_queue;

@@ -22,12 +22,16 @@ pub(crate) const DROPPED: &str = "tidings_dropped_total";
 /// Errors sent and connections refused or closed, by `code`.
 pub(crate) const ERRORS: &str = "tidings_errors_total";
 /// Webhook delivery attempts.
+#[cfg_attr(not(feature = "webhooks"), allow(dead_code))]
 pub(crate) const WEBHOOK_ATTEMPTS: &str = "tidings_webhook_attempts_total";
 /// Failed webhook delivery attempts.
+#[cfg_attr(not(feature = "webhooks"), allow(dead_code))]
 pub(crate) const WEBHOOK_FAILURES: &str = "tidings_webhook_failures_total";
 /// Webhook events given up after their last attempt.
+#[cfg_attr(not(feature = "webhooks"), allow(dead_code))]
 pub(crate) const WEBHOOK_ABANDONED: &str = "tidings_webhook_abandoned_total";
 /// Webhook records waiting (gauge).
+#[cfg_attr(not(feature = "webhooks"), allow(dead_code))]
 pub(crate) const WEBHOOK_BACKLOG: &str = "tidings_webhook_backlog";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

@@ -30,17 +30,14 @@
 //! [`PublicationStore::prune`] deletes by count per channel and by age; channel rows stay, so
 //! offsets continue. Nothing prunes by itself: call it periodically.
 
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
-use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+#[cfg(feature = "postgres")]
+use sqlx::postgres::PgPool;
+#[cfg(feature = "sqlite")]
+use sqlx::sqlite::SqlitePool;
 use tidings_protocol::RawEvent;
 
 use async_trait::async_trait;
@@ -53,9 +50,6 @@ use crate::store::{
 mod sql;
 use sql::*;
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
-
 /// The most publications one `recover` returns unless set with [`SqlStore::recovery_limit`].
 pub const DEFAULT_RECOVERY_LIMIT: u64 = 10_000;
 /// The PostgreSQL schema [`SqlStore::postgres`] keeps its tables (and migration history) in,
@@ -64,17 +58,12 @@ pub const DEFAULT_SCHEMA: &str = "tidings";
 /// The file [`SqlStore::sqlite`] creates when given a directory.
 pub const SQLITE_FILE_NAME: &str = "tidings.db";
 
-/// How long a SQLite writer waits for another process's write lock.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Read connections to a SQLite file (writes use one connection of their own).
-const SQLITE_READERS: u32 = 4;
-/// Connections to PostgreSQL per store.
-const POSTGRES_CONNECTIONS: u32 = 8;
-
 /// A connection pool to one of the supported databases.
 #[derive(Debug, Clone)]
 enum Db {
+    #[cfg(feature = "sqlite")]
     Sqlite(SqlitePool),
+    #[cfg(feature = "postgres")]
     Postgres(PgPool),
 }
 
@@ -83,14 +72,20 @@ enum Db {
 macro_rules! on_db {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
+            #[cfg(feature = "sqlite")]
             Db::Sqlite($pool) => $body,
+            #[cfg(feature = "postgres")]
             Db::Postgres($pool) => $body,
         }
     };
 }
 
 mod inbox;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod retention;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod webhook_queue;
 
 impl Db {
@@ -98,7 +93,9 @@ impl Db {
     /// never has to upgrade a read lock (which could fail instead of waiting).
     fn begin_sql(&self) -> &'static str {
         match self {
+            #[cfg(feature = "sqlite")]
             Db::Sqlite(_) => "BEGIN IMMEDIATE",
+            #[cfg(feature = "postgres")]
             Db::Postgres(_) => "BEGIN",
         }
     }
@@ -128,78 +125,30 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
-    /// Opens (creating it, its parent directories and its tables if missing) a SQLite database
-    /// in WAL mode with `synchronous = FULL`, so an acknowledged publication survives a crash
-    /// or power loss. `path` is the database file, or a directory (an existing one, or a path
-    /// ending in `/`) to keep [`SQLITE_FILE_NAME`] in. Another process may open the same file.
-    pub async fn sqlite(path: impl AsRef<Path>) -> Result<SqlStore, StoreError> {
-        let file = sqlite_file(path.as_ref());
-        SqlStore::open_sqlite_file(SqliteConnectOptions::new().filename(file)).await
-    }
-
-    /// A SQLite database in memory, gone when the store is dropped: for tests.
-    pub async fn sqlite_in_memory() -> Result<SqlStore, StoreError> {
-        let options = SqliteConnectOptions::new().in_memory(true);
-        // Only one connection ever sees this database: keep it open for the store's life.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await
-            .map_err(db_error)?;
-        SQLITE_MIGRATIONS.run(&pool).await.map_err(unavailable)?;
-        SqlStore::finish(Db::Sqlite(pool.clone()), Db::Sqlite(pool)).await
-    }
-
-    /// Connects to PostgreSQL (`postgres://user:password@host/database`) and keeps its tables
-    /// in the schema [`DEFAULT_SCHEMA`], created if missing. Several nodes may share it.
-    pub async fn postgres(url: &str) -> Result<SqlStore, StoreError> {
-        SqlStore::postgres_in_schema(url, DEFAULT_SCHEMA).await
-    }
-
-    /// Like [`SqlStore::postgres`] with another schema (ASCII letters, digits and `_`).
-    pub async fn postgres_in_schema(url: &str, schema: &str) -> Result<SqlStore, StoreError> {
-        let valid = !schema.is_empty()
-            && schema.len() <= 63
-            && !schema.starts_with(|c: char| c.is_ascii_digit())
-            && schema
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            return Err(StoreError::Invalid(format!("bad schema name {schema:?}")));
-        }
-        let options = PgConnectOptions::from_str(url)
-            .map_err(db_error)?
-            .options([("search_path", schema)]);
-        let pool = PgPoolOptions::new()
-            .max_connections(POSTGRES_CONNECTIONS)
-            .connect_with(options)
-            .await
-            .map_err(db_error)?;
-        ensure_schema(&pool, schema).await?;
-        POSTGRES_MIGRATIONS.run(&pool).await.map_err(unavailable)?;
-        tracing::info!(schema, "PostgreSQL publication store ready");
-        SqlStore::finish(Db::Postgres(pool.clone()), Db::Postgres(pool)).await
-    }
-
     /// Opens the store a URL names: `sqlite://path/to/file.db`, `sqlite::memory:`, or
     /// `postgres://…` / `postgresql://…` (in [`DEFAULT_SCHEMA`]), e.g. `DATABASE_URL`.
+    /// A URL for a database this build has no feature for is refused with a message that
+    /// names the feature.
     pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            SqlStore::postgres(url).await
-        } else if url.starts_with("sqlite:") {
-            if url.contains(":memory:") {
-                return SqlStore::sqlite_in_memory().await;
-            }
-            let options = SqliteConnectOptions::from_str(url).map_err(db_error)?;
-            SqlStore::open_sqlite_file(options).await
-        } else {
-            Err(StoreError::Invalid(
-                "database URL must start with sqlite: or postgres://".into(),
-            ))
+            #[cfg(feature = "postgres")]
+            return SqlStore::postgres(url).await;
+            #[cfg(not(feature = "postgres"))]
+            return Err(StoreError::Invalid(
+                "built without the `postgres` feature".into(),
+            ));
         }
+        if url.starts_with("sqlite:") {
+            #[cfg(feature = "sqlite")]
+            return SqlStore::sqlite_url(url).await;
+            #[cfg(not(feature = "sqlite"))]
+            return Err(StoreError::Invalid(
+                "built without the `sqlite` feature".into(),
+            ));
+        }
+        Err(StoreError::Invalid(
+            "database URL must start with sqlite: or postgres://".into(),
+        ))
     }
 
     /// At most `limit` publications per `recover`; a client that missed more is told
@@ -220,36 +169,6 @@ impl SqlStore {
         for db in [&self.writer, &self.reader] {
             on_db!(db, pool => pool.close().await);
         }
-    }
-
-    async fn open_sqlite_file(options: SqliteConnectOptions) -> Result<SqlStore, StoreError> {
-        let file = options.get_filename().to_path_buf();
-        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
-        }
-        let options = options
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(SQLITE_BUSY_TIMEOUT)
-            .foreign_keys(true);
-        // One writer connection: appends of this process queue here instead of spinning on
-        // SQLite's lock; readers run beside it (WAL).
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(db_error)?;
-        SQLITE_MIGRATIONS.run(&writer).await.map_err(unavailable)?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(SQLITE_READERS)
-            .connect_with(options)
-            .await
-            .map_err(db_error)?;
-        tracing::info!(file = %file.display(), "SQLite publication store ready");
-        SqlStore::finish(Db::Sqlite(writer), Db::Sqlite(reader)).await
     }
 
     /// Reads (creating it on first open) the database's epoch.
@@ -481,7 +400,6 @@ impl SqlStore {
             .map(|row| self.publication(&name, row))
             .collect()
     }
-
 }
 
 #[async_trait]
@@ -541,39 +459,5 @@ impl WebhookOutbox for SqlStore {
     ) -> Result<Arc<Publication>, StoreError> {
         self.do_append(channel, ts, sender, event, Some(webhooks))
             .await
-    }
-}
-
-/// The database file `path` names: itself, or [`SQLITE_FILE_NAME`] in it when it is a
-/// directory.
-fn sqlite_file(path: &Path) -> PathBuf {
-    let names_dir = path.is_dir() || path.as_os_str().to_string_lossy().ends_with(['/', '\\']);
-    if names_dir {
-        path.join(SQLITE_FILE_NAME)
-    } else {
-        path.to_path_buf()
-    }
-}
-
-/// Creates `schema` unless it exists (checked first: creating needs a privilege that using
-/// an existing schema does not).
-async fn ensure_schema(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
-    let exists = || async {
-        sqlx::query_scalar::<_, i32>("SELECT 1 FROM pg_namespace WHERE nspname = $1")
-            .bind(schema)
-            .fetch_optional(pool)
-            .await
-            .map(|row| row.is_some())
-            .map_err(db_error)
-    };
-    if exists().await? {
-        return Ok(());
-    }
-    let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
-    match sqlx::query(&create).execute(pool).await {
-        Ok(_) => Ok(()),
-        // Two nodes creating it at once: one of them gets a unique violation.
-        Err(_) if exists().await? => Ok(()),
-        Err(e) => Err(db_error(e)),
     }
 }

@@ -240,17 +240,25 @@ impl Stores {
 }
 
 /// Opens the store the configuration names: in memory (`storage.ephemeral`), PostgreSQL or
-/// SQLite by URL (`storage.database_url`), else SQLite in `storage.data_dir`.
+/// SQLite by URL (`storage.database_url`), else SQLite in `storage.data_dir` (needs the
+/// `sqlite` feature).
 pub async fn open(config: &crate::Config) -> Result<Arc<dyn Store>, StoreError> {
     let storage = &config.storage;
     if storage.ephemeral {
         return Ok(Arc::new(MemoryStore::for_config(config)));
     }
-    let store = match &storage.database_url {
-        Some(url) => crate::sql_store::SqlStore::connect(url).await?,
-        None => crate::sql_store::SqlStore::sqlite(&storage.data_dir).await?,
-    };
-    Ok(Arc::new(store))
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    if let Some(url) = &storage.database_url {
+        return Ok(Arc::new(crate::sql_store::SqlStore::connect(url).await?));
+    }
+    #[cfg(feature = "sqlite")]
+    return Ok(Arc::new(
+        crate::sql_store::SqlStore::sqlite(&storage.data_dir).await?,
+    ));
+    #[cfg(not(feature = "sqlite"))]
+    Err(StoreError::Invalid(
+        "durable storage needs the `sqlite` or `postgres` feature (or storage.ephemeral)".into(),
+    ))
 }
 
 /// Where a device's offline inbox starts (see [`InboxStore::inbox_start`]).
