@@ -150,12 +150,12 @@ impl TidingsBuilder {
             tracing::info!("no inbox store: personal channels start at the live position");
         }
         crate::metrics::install();
-        let hub = Hub::new(
+        let hub = Arc::new(Hub::new(
             stores,
             self.broker,
             webhooks,
             self.config.presence_events_max_members,
-        );
+        ));
         let tidings = Tidings {
             shared: Arc::new(Shared {
                 hub,

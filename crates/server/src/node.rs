@@ -19,7 +19,7 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) auth: Authenticator,
     pub(crate) authorizer: Option<AuthorizeFn>,
-    pub(crate) hub: Hub,
+    pub(crate) hub: Arc<Hub>,
     /// Set by [`Tidings::shutdown`](crate::Tidings::shutdown): new connections get 503.
     pub(crate) shutting_down: AtomicBool,
     /// One clock for every connection's rate limiter: making one calibrates it (a

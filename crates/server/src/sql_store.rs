@@ -43,11 +43,12 @@ use tidings_protocol::RawEvent;
 use async_trait::async_trait;
 
 use crate::store::{
-    Position, PruneScope, Publication, PublicationStore, Recovery, StoreError, WebhookFn,
-    WebhookOutbox,
+    Append, Committing, Position, PruneScope, Publication, PublicationStore, Recovery, StoreError,
+    WebhookFn, WebhookOutbox,
 };
 
 mod sql;
+use commit::Committer;
 use sql::*;
 
 /// The most publications one `recover` returns unless set with [`SqlStore::recovery_limit`].
@@ -80,6 +81,7 @@ macro_rules! on_db {
     };
 }
 
+mod commit;
 mod inbox;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -122,6 +124,8 @@ pub struct SqlStore {
     /// The database's epoch: every channel's until history is lost.
     epoch: Arc<str>,
     recovery_limit: u64,
+    /// The writer task that commits appends in groups.
+    committer: Committer,
 }
 
 impl SqlStore {
@@ -185,10 +189,12 @@ impl SqlStore {
                 .await
                 .map_err(db_error)?
         });
+        let epoch: Arc<str> = Arc::from(epoch);
         Ok(SqlStore {
+            committer: Committer::start(writer.clone(), epoch.clone()),
             writer,
             reader,
-            epoch: Arc::from(epoch),
+            epoch,
             recovery_limit: DEFAULT_RECOVERY_LIMIT,
         })
     }
@@ -227,70 +233,6 @@ impl SqlStore {
             sender.map(Arc::from),
             event,
         )))
-    }
-
-    async fn do_append(
-        &self,
-        channel: &Arc<str>,
-        ts: u64,
-        sender: Option<Arc<str>>,
-        event: RawEvent,
-        webhooks: Option<WebhookFn<'_>>,
-    ) -> Result<Arc<Publication>, StoreError> {
-        let ts_db = to_i64(ts)?;
-        let name: &str = channel;
-        let publication = on_db!(&self.writer, pool => {
-            let mut tx = pool.begin_with(self.writer.begin_sql()).await.map_err(db_error)?;
-            let bumped: Option<(i64, String, i64)> = sqlx::query_as(BUMP)
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            let (id, epoch, seq) = match bumped {
-                Some(row) => row,
-                None => {
-                    // First publication: create the row (another node may race us: then
-                    // ours does nothing), then bump it under its lock like any other.
-                    sqlx::query(CREATE_CHANNEL)
-                        .bind(name)
-                        .bind(&*self.epoch)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_error)?;
-                    sqlx::query_as(BUMP)
-                        .bind(name)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(db_error)?
-                }
-            };
-            sqlx::query(INSERT_PUBLICATION)
-                .bind(id)
-                .bind(seq)
-                .bind(&epoch)
-                .bind(ts_db)
-                .bind(sender.as_deref())
-                .bind(event.kind())
-                .bind(event.data_json())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            let publication = Arc::new(Publication::new(
-                channel.clone(),
-                Some(to_u64(seq)?),
-                self.shared_epoch(epoch),
-                ts,
-                sender,
-                event,
-            ));
-            if let Some(webhooks) = webhooks {
-                // Same transaction: the publication and its webhooks exist together or not at all.
-                webhook_queue::insert_records!(tx, &webhooks(&publication));
-            }
-            tx.commit().await.map_err(db_error)?;
-            publication
-        });
-        Ok(publication)
     }
 
     async fn do_position(&self, channel: &str) -> Result<Position, StoreError> {
@@ -404,14 +346,8 @@ impl SqlStore {
 
 #[async_trait]
 impl PublicationStore for SqlStore {
-    async fn append(
-        &self,
-        channel: &Arc<str>,
-        ts: u64,
-        sender: Option<Arc<str>>,
-        event: RawEvent,
-    ) -> Result<Arc<Publication>, StoreError> {
-        self.do_append(channel, ts, sender, event, None).await
+    fn submit(&self, append: Append) -> Committing {
+        self.committer.submit(append, None)
     }
 
     async fn position(&self, channel: &str) -> Result<Position, StoreError> {
@@ -447,17 +383,8 @@ impl PublicationStore for SqlStore {
     }
 }
 
-#[async_trait]
 impl WebhookOutbox for SqlStore {
-    async fn append_with_webhooks(
-        &self,
-        channel: &Arc<str>,
-        ts: u64,
-        sender: Option<Arc<str>>,
-        event: RawEvent,
-        webhooks: WebhookFn<'_>,
-    ) -> Result<Arc<Publication>, StoreError> {
-        self.do_append(channel, ts, sender, event, Some(webhooks))
-            .await
+    fn submit_with_webhooks(&self, append: Append, webhooks: WebhookFn) -> Committing {
+        self.committer.submit(append, Some(webhooks))
     }
 }

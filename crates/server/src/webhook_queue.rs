@@ -62,6 +62,14 @@ pub struct MemoryWebhookQueue {
 }
 
 impl MemoryWebhookQueue {
+    /// Adds records at once (the memory store's atomic append).
+    pub(crate) fn insert(&self, records: Vec<WebhookRecord>) {
+        let mut all = self.lock();
+        for record in records {
+            all.insert((record.id.clone(), record.endpoint.clone()), record);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), WebhookRecord>> {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -70,10 +78,7 @@ impl MemoryWebhookQueue {
 #[async_trait]
 impl WebhookQueue for MemoryWebhookQueue {
     async fn enqueue(&self, records: Vec<WebhookRecord>) -> Result<(), StoreError> {
-        let mut all = self.lock();
-        for record in records {
-            all.insert((record.id.clone(), record.endpoint.clone()), record);
-        }
+        self.insert(records);
         Ok(())
     }
 

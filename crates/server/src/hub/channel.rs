@@ -1,14 +1,15 @@
 //! A channel's state under its lock, and a connection as the hub sees it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use tidings_protocol::ServerFrame;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 
-use super::Hub;
+use super::{Hub, Published};
 use crate::outbox::{Outbox, Outgoing};
+use crate::store::{Position, Publication, StoreError};
 
 /// A connection as the hub sees it: who it is and where its frames go.
 #[derive(Debug)]
@@ -43,13 +44,28 @@ impl Subscriber {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct ChannelState {
     pub(super) subscribers: HashMap<u64, Subscriber>,
     /// Connections per user in this channel, for join/leave on first/last.
     pub(super) members: HashMap<Arc<str>, u32>,
+    /// Publications submitted to the store, in offset order, waiting for their commit; each
+    /// is fanned out once it and every one before it are committed.
+    pub(super) pending: VecDeque<Pending>,
+    /// The last offset fanned out on this node (read from the store when the channel is
+    /// first locked, with nothing pending): subscribers registered now get what follows.
+    pub(super) delivered: Option<Position>,
     /// Set when the channel was removed from the hub; holders of a stale handle retry.
     pub(super) retired: bool,
+}
+
+/// A submitted publication, before and after its commit.
+pub(super) struct Pending {
+    pub(super) ticket: u64,
+    /// Set when the commit finished.
+    pub(super) committed: Option<Result<Arc<Publication>, StoreError>>,
+    /// Told how many connections the fan-out reached (or that the commit failed).
+    pub(super) fanned_out: Option<oneshot::Sender<Result<Published, StoreError>>>,
 }
 
 impl ChannelState {
@@ -66,7 +82,7 @@ impl ChannelState {
 pub(super) type Channel = Mutex<ChannelState>;
 
 /// A channel's state under its lock. Dropping it releases the lock and, when nobody is
-/// subscribed any more, removes the channel from the hub first (marked retired, so a task
+/// subscribed any more and nothing is pending, removes the channel from the hub first (marked retired, so a task
 /// already waiting for this lock looks the channel up again).
 pub(super) struct Locked<'a> {
     pub(super) hub: &'a Hub,
@@ -90,7 +106,7 @@ impl std::ops::DerefMut for Locked<'_> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        if self.state.subscribers.is_empty() {
+        if self.state.subscribers.is_empty() && self.state.pending.is_empty() {
             self.state.retired = true;
             self.hub
                 .channels

@@ -43,14 +43,18 @@ impl Hub {
             events.map(|list| list.into_iter().map(String::into_boxed_str).collect());
         let mut state = self.lock(channel).await;
         let store = &self.stores.publications;
-        let (position, recovered, missed) = match &recover {
+        // What this node fanned out so far: publications committed after it are still
+        // pending here and reach the new subscriber through the fan-out, not the recovery.
+        let through = self.delivered(&mut state, channel).await?;
+        let (position, recovered, mut missed) = match &recover {
             Some(from) => {
                 let recovery = store.recover(channel, &from.epoch, from.offset).await?;
-                let recovered = Some(recovery.recovered);
-                (recovery.position, recovered, recovery.publications)
+                let recovered = recovery.recovered && *recovery.position.epoch == *through.epoch;
+                (through, Some(recovered), recovery.publications)
             }
-            None => (store.position(channel).await?, None, Vec::new()),
+            None => (through, None, Vec::new()),
         };
+        missed.retain(|p| p.offset.is_some_and(|o| o <= position.offset));
         if let Asked::Request(id) = asked {
             // Not recovered: tell the client where stored history starts.
             let history_start = match recovered {

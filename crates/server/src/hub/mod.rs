@@ -19,11 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use tidings_protocol::{BROADCAST_CHANNEL, Code, Delivery, RawEvent};
+use tokio::sync::oneshot;
 
 use crate::broker::Broker;
 use crate::metrics::Counters;
 use crate::outbox::{Outbox, Outgoing, Pushed};
-use crate::store::{Publication, StoreError, Stores};
+use crate::store::{Append, Position, Publication, StoreError, Stores, WebhookFn};
 use crate::time::now_ms;
 use crate::webhooks::Webhooks;
 
@@ -33,7 +34,7 @@ mod membership;
 mod tests;
 
 pub(crate) use channel::Conn;
-use channel::{Channel, ChannelState, Locked};
+use channel::{Channel, ChannelState, Locked, Pending};
 pub(crate) use membership::Asked;
 
 /// What a publish did.
@@ -60,6 +61,8 @@ pub(crate) struct Hub {
     /// would go to every member, so a crowd joining costs members² frames.
     presence_events_max_members: usize,
     next_conn: AtomicU64,
+    /// Names pending publications, so a commit finds its entry in the channel's queue.
+    next_ticket: AtomicU64,
     pub(crate) counters: Counters,
 }
 
@@ -78,6 +81,7 @@ impl Hub {
             broker,
             webhooks,
             next_conn: AtomicU64::new(1),
+            next_ticket: AtomicU64::new(1),
             counters: Counters::default(),
         }
     }
@@ -146,51 +150,126 @@ impl Hub {
         }
     }
 
-    /// Stores (unless ephemeral) and fans out one publication.
-    pub(crate) async fn publish(
+    /// The last offset fanned out on this node; read from the store the first time (then
+    /// nothing is pending, so the store's position is exactly what was fanned out).
+    async fn delivered(
         &self,
+        state: &mut ChannelState,
+        channel: &str,
+    ) -> Result<Position, StoreError> {
+        if let Some(position) = &state.delivered {
+            return Ok(position.clone());
+        }
+        let position = self.stores.publications.position(channel).await?;
+        state.delivered = Some(position.clone());
+        Ok(position)
+    }
+
+    /// Stores (unless ephemeral) and fans out one publication.
+    ///
+    /// A reliable publication is submitted to the store under the channel's lock (so offsets
+    /// follow this order), committed without it (so concurrent publishes share commits), and
+    /// fanned out in offset order by a task of its own: cancelling this future neither loses
+    /// nor stalls it.
+    pub(crate) async fn publish(
+        self: &Arc<Self>,
         channel: &str,
         event: RawEvent,
         sender: Option<Arc<str>>,
         delivery: Delivery,
     ) -> Result<Published, StoreError> {
         let name: Arc<str> = Arc::from(channel);
-        let state = self.lock(channel).await;
-        let store = &self.stores.publications;
-        let publication = match delivery {
-            Delivery::Reliable => match (&self.webhooks, &self.stores.outbox) {
-                (Some(hooks), Some(outbox)) => {
-                    let records = |p: &Publication| hooks.for_publication(p);
-                    outbox
-                        .append_with_webhooks(&name, now_ms(), sender, event, &records)
-                        .await?
-                }
-                _ => store.append(&name, now_ms(), sender, event).await?,
-            },
-            Delivery::Ephemeral => {
-                let position = store.position(channel).await?;
-                Arc::new(Publication::new(
-                    name,
-                    None,
-                    position.epoch,
-                    now_ms(),
-                    sender,
-                    event,
-                ))
-            }
+        if delivery == Delivery::Ephemeral {
+            let mut state = self.lock(channel).await;
+            let epoch = self.delivered(&mut state, channel).await?.epoch;
+            let publication =
+                Arc::new(Publication::new(name, None, epoch, now_ms(), sender, event));
+            let delivered = self.fan_out(&state, &publication, delivery);
+            self.forward(&publication).await;
+            return Ok(Published {
+                offset: None,
+                epoch: publication.epoch.to_string(),
+                delivered,
+            });
+        }
+        let append = Append {
+            channel: name.clone(),
+            ts: now_ms(),
+            sender,
+            event,
         };
-        let delivered = self.fan_out(&state, &publication, delivery);
+        let fanned_out = {
+            let mut state = self.lock(channel).await;
+            self.delivered(&mut state, channel).await?;
+            let committing = match (&self.webhooks, &self.stores.outbox) {
+                (Some(hooks), Some(outbox)) => {
+                    let hooks = hooks.clone();
+                    let records: WebhookFn =
+                        Arc::new(move |p: &Publication| hooks.for_publication(p));
+                    outbox.submit_with_webhooks(append, records)
+                }
+                _ => self.stores.publications.submit(append),
+            };
+            let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+            let (told, fanned_out) = oneshot::channel();
+            state.pending.push_back(Pending {
+                ticket,
+                committed: None,
+                fanned_out: Some(told),
+            });
+            let hub = self.clone();
+            tokio::spawn(async move {
+                let committed = committing.await;
+                let mut state = hub.lock(&name).await;
+                if let Some(entry) = state.pending.iter_mut().find(|p| p.ticket == ticket) {
+                    entry.committed = Some(committed);
+                }
+                hub.fan_out_committed(&mut state).await;
+            });
+            fanned_out
+        };
+        fanned_out
+            .await
+            .map_err(|_| StoreError::Unavailable("the publication's task ended".into()))?
+    }
+
+    /// Fans out the committed publications at the front of the pending queue, in order.
+    async fn fan_out_committed(&self, state: &mut ChannelState) {
+        while state.pending.front().is_some_and(|p| p.committed.is_some()) {
+            let Some(mut entry) = state.pending.pop_front() else {
+                break;
+            };
+            let outcome = match entry.committed.take() {
+                Some(Ok(publication)) => {
+                    let delivered = self.fan_out(state, &publication, Delivery::Reliable);
+                    state.delivered = Some(Position {
+                        epoch: publication.epoch.clone(),
+                        offset: publication.offset.unwrap_or_default(),
+                    });
+                    self.forward(&publication).await;
+                    Ok(Published {
+                        offset: publication.offset,
+                        epoch: publication.epoch.to_string(),
+                        delivered,
+                    })
+                }
+                Some(Err(e)) => Err(e),
+                None => continue,
+            };
+            if let Some(told) = entry.fanned_out.take() {
+                let _ = told.send(outcome);
+            }
+        }
+    }
+
+    /// Hands a publication to the broker (other nodes), in this channel's order.
+    async fn forward(&self, publication: &Arc<Publication>) {
         if let Some(broker) = &self.broker
-            && let Err(e) = broker.publish(&publication).await
+            && let Err(e) = broker.publish(publication).await
         {
+            let channel = &*publication.channel;
             tracing::warn!(channel, error = %e, "broker publish failed; remote nodes will recover");
         }
-        drop(state);
-        Ok(Published {
-            offset: publication.offset,
-            epoch: publication.epoch.to_string(),
-            delivered,
-        })
     }
 
     /// Queues a webhook event (no-op without webhooks).

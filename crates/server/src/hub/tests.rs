@@ -12,9 +12,9 @@ use super::{Asked, Conn, Hub};
 use crate::outbox::Outbox;
 use crate::store::{MemoryStore, Stores};
 
-fn hub(presence_events_max_members: usize) -> Hub {
+fn hub(presence_events_max_members: usize) -> Arc<Hub> {
     let stores = Stores::complete(Arc::new(MemoryStore::new(100)));
-    Hub::new(stores, None, None, presence_events_max_members)
+    Arc::new(Hub::new(stores, None, None, presence_events_max_members))
 }
 
 fn conn(hub: &Hub, user: &str, queue_bytes: usize) -> Arc<Conn> {

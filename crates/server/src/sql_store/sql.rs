@@ -10,15 +10,12 @@ pub(super) const SELECT_EPOCH: &str = "SELECT value FROM store_meta WHERE key = 
 /// Sets the database's epoch unless it has one.
 pub(super) const INSERT_EPOCH: &str = "INSERT INTO store_meta (key, value) \
      VALUES ('epoch', $1) ON CONFLICT (key) DO NOTHING";
-/// Takes the channel's next offset (and its row lock until commit).
-pub(super) const BUMP: &str = "UPDATE channels SET last_offset = last_offset + 1 \
-     WHERE name = $1 RETURNING id, epoch, last_offset";
+/// Takes the channel's next `$1` offsets (and its row lock until commit).
+pub(super) const BUMP_BY: &str = "UPDATE channels SET last_offset = last_offset + $1 \
+     WHERE name = $2 RETURNING id, epoch, last_offset";
 /// Creates a channel at offset 0 unless it exists.
 pub(super) const CREATE_CHANNEL: &str = "INSERT INTO channels (name, epoch, last_offset) \
      VALUES ($1, $2, 0) ON CONFLICT (name) DO NOTHING";
-pub(super) const INSERT_PUBLICATION: &str = "INSERT INTO publications \
-     (channel_id, seq, epoch, ts, sender, event_type, event_data) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 pub(super) const SELECT_CHANNEL: &str =
     "SELECT id, epoch, last_offset FROM channels WHERE name = $1";
 /// A channel's publications with `$2 < offset <= $3`.

@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use tidings_protocol::RawEvent;
 
 use super::{
-    InboxStart, InboxStore, Position, PruneScope, Publication, PublicationStore, Recovery,
-    StoreError, WebhookFn, WebhookOutbox,
+    Append, Committing, InboxStart, InboxStore, Position, PruneScope, Publication,
+    PublicationStore, Recovery, StoreError, WebhookFn, WebhookOutbox,
 };
 use crate::webhook_queue::{MemoryWebhookQueue, WebhookQueue, WebhookRecord};
 
@@ -180,36 +179,30 @@ impl WebhookQueue for MemoryStore {
     }
 }
 
-#[async_trait]
 impl WebhookOutbox for MemoryStore {
     /// In memory both writes always succeed, so writing one after the other is atomic enough.
-    async fn append_with_webhooks(
-        &self,
-        channel: &Arc<str>,
-        ts: u64,
-        sender: Option<Arc<str>>,
-        event: RawEvent,
-        webhooks: WebhookFn<'_>,
-    ) -> Result<Arc<Publication>, StoreError> {
-        let publication = self.append(channel, ts, sender, event).await?;
-        let records = webhooks(&publication);
-        if !records.is_empty() {
-            self.webhooks.enqueue(records).await?;
+    fn submit_with_webhooks(&self, append: Append, webhooks: WebhookFn) -> Committing {
+        let stored = self.store(append);
+        if let Ok(publication) = &stored {
+            let records = webhooks(publication);
+            if !records.is_empty() {
+                self.webhooks.insert(records);
+            }
         }
-        Ok(publication)
+        Box::pin(std::future::ready(stored))
     }
 }
 
-#[async_trait]
-impl PublicationStore for MemoryStore {
-    async fn append(
-        &self,
-        channel: &Arc<str>,
-        ts: u64,
-        sender: Option<Arc<str>>,
-        event: RawEvent,
-    ) -> Result<Arc<Publication>, StoreError> {
-        let log = self.log(channel);
+impl MemoryStore {
+    /// Appends at once: memory needs no commit.
+    fn store(&self, append: Append) -> Result<Arc<Publication>, StoreError> {
+        let Append {
+            channel,
+            ts,
+            sender,
+            event,
+        } = append;
+        let log = self.log(&channel);
         let mut log = lock(&log);
         let offset = log
             .last_offset
@@ -217,7 +210,7 @@ impl PublicationStore for MemoryStore {
             .ok_or_else(|| StoreError::Invalid(format!("{channel}: offsets exhausted")))?;
         log.last_offset = offset;
         let publication = Arc::new(Publication::new(
-            channel.clone(),
+            channel,
             Some(offset),
             log.epoch.clone(),
             ts,
@@ -231,6 +224,13 @@ impl PublicationStore for MemoryStore {
             log.recent.push_back(publication.clone());
         }
         Ok(publication)
+    }
+}
+
+#[async_trait]
+impl PublicationStore for MemoryStore {
+    fn submit(&self, append: Append) -> Committing {
+        Box::pin(std::future::ready(self.store(append)))
     }
 
     async fn position(&self, channel: &str) -> Result<Position, StoreError> {
@@ -355,6 +355,7 @@ impl PublicationStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tidings_protocol::RawEvent;
 
     fn event(n: u64) -> RawEvent {
         RawEvent::from_parts("n", &n).unwrap_or_else(|_| unreachable!())

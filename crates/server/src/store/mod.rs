@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
+use futures_util::future::BoxFuture;
 use tidings_protocol::messages::MessageBody;
 use tidings_protocol::{RawEvent, ServerFrame, ServerMessage};
 
@@ -29,8 +30,24 @@ pub use memory::MemoryStore;
 pub use retention::prune_all;
 
 /// Makes the webhook records for a stored publication (see
-/// [`WebhookOutbox::append_with_webhooks`]).
-pub type WebhookFn<'a> = &'a (dyn Fn(&Publication) -> Vec<WebhookRecord> + Send + Sync);
+/// [`WebhookOutbox::submit_with_webhooks`]).
+pub type WebhookFn = Arc<dyn Fn(&Publication) -> Vec<WebhookRecord> + Send + Sync>;
+
+/// A publication waiting for its commit: resolves once it is durable, with its offset.
+pub type Committing = BoxFuture<'static, Result<Arc<Publication>, StoreError>>;
+
+/// A publication to store.
+#[derive(Debug, Clone)]
+pub struct Append {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// Milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// The publishing user, if a user published it.
+    pub sender: Option<Arc<str>>,
+    /// The event.
+    pub event: RawEvent,
+}
 
 /// One stored publication.
 #[derive(Debug)]
@@ -116,7 +133,7 @@ pub struct Recovery {
 }
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The backing store is unreachable or failed.
@@ -129,18 +146,32 @@ pub enum StoreError {
 
 /// Keeps publications so that reconnecting clients can get what they missed.
 ///
-/// The hub calls `append` and `recover` while holding the channel's lock, so per channel the
-/// calls never overlap: an implementation may rely on that for gap-free offsets.
+/// Appends are submitted, not awaited, under the channel's lock: a store assigns offsets in
+/// submission order per channel (gap-free), and may commit many submissions together (one
+/// transaction and one fsync for all of them). The hub waits for each commit without the
+/// lock and fans publications out in offset order.
 #[async_trait]
 pub trait PublicationStore: Send + Sync + 'static {
-    /// Stores a publication and assigns its offset.
+    /// Queues a publication behind every earlier submission; the returned future resolves
+    /// once it is durable, with its offset. Nothing is acknowledged before that.
+    fn submit(&self, append: Append) -> Committing;
+
+    /// Stores a publication and waits until it is durable.
     async fn append(
         &self,
         channel: &Arc<str>,
         ts: u64,
         sender: Option<Arc<str>>,
         event: RawEvent,
-    ) -> Result<Arc<Publication>, StoreError>;
+    ) -> Result<Arc<Publication>, StoreError> {
+        let append = Append {
+            channel: channel.clone(),
+            ts,
+            sender,
+            event,
+        };
+        self.submit(append).await
+    }
 
     /// The channel's current position.
     async fn position(&self, channel: &str) -> Result<Position, StoreError>;
@@ -202,17 +233,10 @@ pub trait InboxStore: Send + Sync + 'static {
 /// A store that keeps the webhook queue beside the publications, so that a publication and
 /// its webhook records are written together: no acknowledged publication misses its
 /// webhooks.
-#[async_trait]
 pub trait WebhookOutbox: PublicationStore + WebhookQueue {
-    /// Stores a publication and the webhook records `webhooks` makes from it, atomically.
-    async fn append_with_webhooks(
-        &self,
-        channel: &Arc<str>,
-        ts: u64,
-        sender: Option<Arc<str>>,
-        event: RawEvent,
-        webhooks: WebhookFn<'_>,
-    ) -> Result<Arc<Publication>, StoreError>;
+    /// Like [`PublicationStore::submit`], and stores the webhook records `webhooks` makes
+    /// from the publication in the same commit.
+    fn submit_with_webhooks(&self, append: Append, webhooks: WebhookFn) -> Committing;
 }
 
 /// A store with every feature: publications, the offline inbox and the webhook outbox.
