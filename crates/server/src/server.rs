@@ -255,5 +255,10 @@ impl Tidings {
         while self.shared.hub.sizes().0 > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        if let Some(inbox) = &self.shared.hub.stores().inbox
+            && let Err(e) = inbox.flush().await
+        {
+            tracing::warn!(error = %e, "inbox positions not written at shutdown");
+        }
     }
 }

@@ -43,7 +43,7 @@ use tidings_protocol::RawEvent;
 use async_trait::async_trait;
 
 use crate::store::{
-    Append, Committing, Position, PruneScope, Publication, PublicationStore, Recovery, StoreError,
+    Append, Committing, InboxStore, Position, PruneScope, Publication, PublicationStore, Recovery, StoreError,
     WebhookFn, WebhookOutbox,
 };
 
@@ -126,6 +126,8 @@ pub struct SqlStore {
     recovery_limit: u64,
     /// The writer task that commits appends in groups.
     committer: Committer,
+    /// Inbox acks waiting to be written in a batch.
+    acks: Arc<inbox::AckBuffer>,
 }
 
 impl SqlStore {
@@ -170,6 +172,9 @@ impl SqlStore {
     /// Closes the connections (shared by every clone); later calls fail with
     /// [`StoreError::Unavailable`].
     pub async fn close(&self) {
+        if let Err(e) = InboxStore::flush(self).await {
+            tracing::warn!(error = %e, "closing with unwritten inbox acks");
+        }
         for db in [&self.writer, &self.reader] {
             on_db!(db, pool => pool.close().await);
         }
@@ -192,6 +197,7 @@ impl SqlStore {
         let epoch: Arc<str> = Arc::from(epoch);
         Ok(SqlStore {
             committer: Committer::start(writer.clone(), epoch.clone()),
+            acks: inbox::AckBuffer::start(writer.clone()),
             writer,
             reader,
             epoch,

@@ -1,8 +1,20 @@
 //! The offline inbox's acknowledgements on SQLite and PostgreSQL: the `inbox_acks` table.
+//!
+//! Acks are not written one by one: a connect (which pins a new device's position) or an
+//! `ack` frame only updates a buffer in memory, and a flusher task writes the buffer in one
+//! transaction every [`FLUSH_INTERVAL`] (or sooner when it grows). Reads look in the buffer
+//! first, so nothing acknowledged is read back stale. A crash loses at most the last
+//! interval's acks: those items are delivered again (at least once), never skipped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 
-use super::{Db, SqlStore, db_error, to_i64, to_u64};
+use super::sql::{db_error, to_i64, to_u64};
+use super::{Db, SqlStore};
 use crate::store::{InboxStart, InboxStore, StoreError};
 
 /// Keeps the highest offset per epoch: a late, smaller ack never moves a device back.
@@ -12,7 +24,88 @@ const UPSERT: &str = "INSERT INTO inbox_acks (user_id, device, epoch, acked, upd
      WHERE inbox_acks.epoch <> excluded.epoch OR inbox_acks.acked < excluded.acked";
 const SELECT_DEVICE: &str =
     "SELECT epoch, acked FROM inbox_acks WHERE user_id = $1 AND device = $2";
-const SELECT_HIGHEST: &str = "SELECT epoch, acked FROM inbox_acks WHERE user_id = $1 ORDER BY updated_at DESC, acked DESC LIMIT 1";
+const SELECT_HIGHEST: &str = "SELECT epoch, acked, updated_at FROM inbox_acks WHERE user_id = $1 ORDER BY updated_at DESC, acked DESC LIMIT 1";
+
+/// How long an ack may wait in memory before it is written.
+pub(super) const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Buffered acks that trigger a flush before the interval ends.
+const FLUSH_AT: usize = 4096;
+
+/// One device's buffered position.
+#[derive(Debug, Clone)]
+struct Ack {
+    epoch: String,
+    offset: u64,
+    /// When (ms), to find the user's most recent ack.
+    at: u64,
+}
+
+/// Acks waiting to be written, keyed by (user, device).
+#[derive(Debug, Default)]
+pub(super) struct AckBuffer {
+    acks: Mutex<HashMap<(String, String), Ack>>,
+    /// Wakes the flusher early (a full buffer, or a flush request).
+    wake: Notify,
+    /// Tells flush requests that a round finished.
+    flushed: Notify,
+}
+
+impl AckBuffer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Ack>> {
+        self.acks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the flusher for `db`; it ends when the buffer is dropped.
+    pub(super) fn start(db: Db) -> Arc<AckBuffer> {
+        let buffer = Arc::new(AckBuffer::default());
+        tokio::spawn(flush_loop(db, Arc::downgrade(&buffer)));
+        buffer
+    }
+}
+
+async fn flush_loop(db: Db, buffer: Weak<AckBuffer>) {
+    loop {
+        let Some(strong) = buffer.upgrade() else {
+            return;
+        };
+        let woken = strong.wake.notified();
+        tokio::pin!(woken);
+        // Wait for the interval or an early wake. A dropped store ends the loop: the next
+        // round finds no buffer.
+        let _ = tokio::time::timeout(FLUSH_INTERVAL, woken).await;
+        let taken = std::mem::take(&mut *strong.lock());
+        if !taken.is_empty()
+            && let Err(e) = write(&db, &taken).await
+        {
+            tracing::warn!(error = %e, acks = taken.len(), "cannot write inbox acks; retrying");
+            // Put them back unless newer ones arrived meanwhile.
+            let mut acks = strong.lock();
+            for (key, ack) in taken {
+                acks.entry(key).or_insert(ack);
+            }
+        }
+        strong.flushed.notify_waiters();
+    }
+}
+
+async fn write(db: &Db, acks: &HashMap<(String, String), Ack>) -> Result<(), StoreError> {
+    on_db!(db, pool => {
+        let mut tx = pool.begin_with(db.begin_sql()).await.map_err(db_error)?;
+        for ((user_id, device), ack) in acks {
+            sqlx::query(UPSERT)
+                .bind(user_id)
+                .bind(device)
+                .bind(&ack.epoch)
+                .bind(to_i64(ack.offset)?)
+                .bind(to_i64(ack.at)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+    });
+    Ok(())
+}
 
 #[async_trait]
 impl InboxStore for SqlStore {
@@ -23,18 +116,33 @@ impl InboxStore for SqlStore {
         epoch: &str,
         offset: u64,
     ) -> Result<(), StoreError> {
-        let now = to_i64(crate::time::now_ms())?;
-        on_db!(&self.writer, pool => {
-            sqlx::query(UPSERT)
-                .bind(user_id)
-                .bind(device)
-                .bind(epoch)
-                .bind(to_i64(offset)?)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map_err(db_error)?;
-        });
+        let now = crate::time::now_ms();
+        let full = {
+            let mut acks = self.acks.lock();
+            let key = (user_id.to_owned(), device.to_owned());
+            match acks.get_mut(&key) {
+                Some(ack) if ack.epoch == epoch && ack.offset >= offset => {}
+                Some(ack) => {
+                    *ack = Ack {
+                        epoch: epoch.to_owned(),
+                        offset,
+                        at: now,
+                    }
+                }
+                None => {
+                    let ack = Ack {
+                        epoch: epoch.to_owned(),
+                        offset,
+                        at: now,
+                    };
+                    acks.insert(key, ack);
+                }
+            }
+            acks.len() >= FLUSH_AT
+        };
+        if full {
+            self.acks.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -43,6 +151,8 @@ impl InboxStore for SqlStore {
         user_id: &str,
         device: &str,
     ) -> Result<Option<InboxStart>, StoreError> {
+        let key = (user_id.to_owned(), device.to_owned());
+        let buffered = self.acks.lock().get(&key).cloned();
         let own: Option<(String, i64)> = on_db!(&self.reader, pool => {
             sqlx::query_as(SELECT_DEVICE)
                 .bind(user_id)
@@ -51,24 +161,56 @@ impl InboxStore for SqlStore {
                 .await
                 .map_err(db_error)?
         });
-        let row = match own {
-            Some((epoch, acked)) => Some((epoch, acked, true)),
-            None => on_db!(&self.reader, pool => {
-                sqlx::query_as(SELECT_HIGHEST)
-                    .bind(user_id)
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(db_error)?
-            })
-            .map(|(epoch, acked): (String, i64)| (epoch, acked, false)),
+        // The buffered ack replaces the written one as the UPSERT will: in another epoch, or
+        // when it is further along.
+        let own = match (own, buffered) {
+            (Some((epoch, acked)), Some(ack)) if ack.epoch == epoch => {
+                Some((epoch, to_u64(acked)?.max(ack.offset)))
+            }
+            (_, Some(ack)) => Some((ack.epoch, ack.offset)),
+            (Some((epoch, acked)), None) => Some((epoch, to_u64(acked)?)),
+            (None, None) => None,
         };
-        row.map(|(epoch, acked, own)| {
-            Ok(InboxStart {
+        if let Some((epoch, offset)) = own {
+            return Ok(Some(InboxStart {
                 epoch,
-                offset: to_u64(acked)?,
-                own,
-            })
-        })
-        .transpose()
+                offset,
+                own: true,
+            }));
+        }
+        // Another device's most recent ack: buffered or written, whichever is newer.
+        let stored: Option<(String, i64, i64)> = on_db!(&self.reader, pool => {
+            sqlx::query_as(SELECT_HIGHEST)
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await
+                .map_err(db_error)?
+        });
+        let mut latest = stored
+            .map(|(epoch, acked, at)| Ok::<_, StoreError>((to_u64(at)?, to_u64(acked)?, epoch)))
+            .transpose()?;
+        for ((user, _), ack) in self.acks.lock().iter() {
+            if user == user_id && latest.as_ref().is_none_or(|(at, offset, _)| (ack.at, ack.offset) > (*at, *offset)) {
+                latest = Some((ack.at, ack.offset, ack.epoch.clone()));
+            }
+        }
+        Ok(latest.map(|(_, offset, epoch)| InboxStart {
+            epoch,
+            offset,
+            own: false,
+        }))
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // A round may be under way with an older snapshot: wait for rounds until empty.
+        for _ in 0..20 {
+            if self.acks.lock().is_empty() {
+                return Ok(());
+            }
+            let flushed = self.acks.flushed.notified();
+            self.acks.wake.notify_one();
+            let _ = tokio::time::timeout(FLUSH_INTERVAL * 10, flushed).await;
+        }
+        Err(StoreError::Unavailable("inbox acks not written".into()))
     }
 }

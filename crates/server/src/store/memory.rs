@@ -140,6 +140,11 @@ impl InboxStore for MemoryStore {
             }
         }))
     }
+
+    /// Memory keeps nothing to write.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The queue is the store's own [`MemoryWebhookQueue`].

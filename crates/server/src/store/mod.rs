@@ -228,6 +228,10 @@ pub trait InboxStore: Send + Sync + 'static {
         user_id: &str,
         device: &str,
     ) -> Result<Option<InboxStart>, StoreError>;
+
+    /// Writes acks a store keeps in memory for a while (called at shutdown); returns once
+    /// they are durable.
+    async fn flush(&self) -> Result<(), StoreError>;
 }
 
 /// A store that keeps the webhook queue beside the publications, so that a publication and
