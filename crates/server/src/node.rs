@@ -13,6 +13,7 @@ use crate::auth::{AccessRequest, Action, Authenticator, AuthorizeFn, Claims, def
 use crate::config::Config;
 use crate::errors::{ChannelError, PublishError};
 use crate::hub::{Hub, Published};
+use crate::store::Publication;
 
 /// State shared by every connection and handler.
 pub(crate) struct Shared {
@@ -183,7 +184,27 @@ impl Shared {
             .unwrap_or(HISTORY_DEFAULT_LIMIT)
             .clamp(1, HISTORY_MAX_LIMIT);
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let publications = store.history(channel, since, before, limit).await?;
+        let mut publications = store.history(channel, since, before, limit).await?;
+        // One reply must fit a connection's queue: a page of large publications is cut short
+        // (at least one publication), and the client pages on from the last offset it got.
+        let budget = self.config.limits.outbound_queue_bytes / 2;
+        let fitting = |page: &mut dyn Iterator<Item = &Arc<Publication>>| {
+            let mut bytes = 0;
+            page.take_while(|p| {
+                bytes += p.frame().len();
+                bytes <= budget
+            })
+            .count()
+            .max(1)
+        };
+        // Paging back (no `since`) keeps the newest; paging forward, the oldest.
+        if since.is_none() {
+            let keep = fitting(&mut publications.iter().rev()).min(publications.len());
+            publications.drain(..publications.len() - keep);
+        } else {
+            let keep = fitting(&mut publications.iter());
+            publications.truncate(keep);
+        }
         Ok(HistoryPage {
             channel: channel.to_owned(),
             epoch: position.epoch.to_string(),

@@ -86,6 +86,8 @@ pub(crate) struct Outbox {
     wake: Notify,
     /// Wakes the reader when a close is ordered (it stops reading and lets the writer finish).
     closing: Notify,
+    /// Wakes replays waiting for room: the writer took the queue, or a close was ordered.
+    drained: Notify,
     max_bytes: usize,
     max_frames: usize,
 }
@@ -104,6 +106,7 @@ impl Outbox {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             closing: Notify::new(),
+            drained: Notify::new(),
             max_bytes,
             max_frames: max_frames.max(1),
         }
@@ -123,8 +126,36 @@ impl Outbox {
         }
         if outcome == Pushed::Overflowed {
             self.closing.notify_one();
+            self.drained.notify_waiters();
         }
         outcome
+    }
+
+    /// Whether `len` more bytes fit in half the queue now (see [`Outbox::room_for`]).
+    pub(crate) fn fits_now(&self, len: usize) -> bool {
+        let state = self.lock();
+        state.queue.is_empty() || state.bytes + len <= self.max_bytes / 2
+    }
+
+    /// Waits until `len` more bytes fit in half the queue (or the queue is empty), so that a
+    /// replay feeds the connection only as fast as it drains and live traffic keeps the other
+    /// half. False when the connection is closing.
+    pub(crate) async fn room_for(&self, len: usize) -> bool {
+        loop {
+            let drained = self.drained.notified();
+            {
+                let state = self.lock();
+                if state.close.is_some() {
+                    return false;
+                }
+                let half_bytes = state.bytes + len <= self.max_bytes / 2;
+                let half_frames = state.queue.len() < self.max_frames / 2;
+                if state.queue.is_empty() || (half_bytes && half_frames) {
+                    return true;
+                }
+            }
+            drained.await;
+        }
     }
 
     fn fits(&self, state: &State, len: usize) -> bool {
@@ -190,6 +221,7 @@ impl Outbox {
         }
         self.wake.notify_one();
         self.closing.notify_one();
+        self.drained.notify_waiters();
     }
 
     /// Resolves once a close was ordered.
@@ -211,6 +243,7 @@ impl Outbox {
                 let mut state = self.lock();
                 if !state.queue.is_empty() || state.close.is_some() {
                     state.bytes = 0;
+                    self.drained.notify_waiters();
                     return Batch {
                         frames: std::mem::take(&mut state.queue),
                         ping: false,

@@ -43,8 +43,8 @@ use tidings_protocol::RawEvent;
 use async_trait::async_trait;
 
 use crate::store::{
-    Append, Committing, InboxStore, Position, PruneScope, Publication, PublicationStore, Recovery, StoreError,
-    WebhookFn, WebhookOutbox,
+    Append, Committing, InboxStore, Position, PruneScope, Publication, PublicationStore, Recovery,
+    StoreError, WebhookFn, WebhookOutbox,
 };
 
 mod sql;

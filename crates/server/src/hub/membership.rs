@@ -14,6 +14,11 @@ use super::channel::{Conn, Subscriber};
 use crate::outbox::Outgoing;
 use crate::store::{Position, StoreError};
 
+/// Publications read per page of a replay.
+const REPLAY_PAGE: usize = 256;
+/// The most publications queued under the channel's lock at the end of a replay.
+const LAST_PAGE: usize = 32;
+
 /// How a subscribe was asked for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Asked {
@@ -31,6 +36,11 @@ impl Hub {
 
     /// Joins `conn` to `channel`, queueing (in this order) the reply, any recovered
     /// publications and then live ones. Presence is announced on the user's first connection.
+    ///
+    /// Recovery is a replay read from the store in pages and fed to the connection only as
+    /// fast as it drains its queue, so a backlog of any size arrives without growing memory
+    /// or closing the client with 4009. The lock is taken only for the last few
+    /// publications and the registration, so that no live publication slips between.
     pub(crate) async fn subscribe(
         &self,
         conn: &Arc<Conn>,
@@ -39,53 +49,56 @@ impl Hub {
         recover: Option<Recover>,
         asked: Asked,
     ) -> Result<ChannelPosition, StoreError> {
-        let events: Option<Box<[Box<str>]>> =
-            events.map(|list| list.into_iter().map(String::into_boxed_str).collect());
-        let mut state = self.lock(channel).await;
-        let store = &self.stores.publications;
-        // What this node fanned out so far: publications committed after it are still
-        // pending here and reach the new subscriber through the fan-out, not the recovery.
-        let through = self.delivered(&mut state, channel).await?;
-        let (position, recovered, mut missed) = match &recover {
-            Some(from) => {
-                let recovery = store.recover(channel, &from.epoch, from.offset).await?;
-                let recovered = recovery.recovered && *recovery.position.epoch == *through.epoch;
-                (through, Some(recovered), recovery.publications)
-            }
-            None => (through, None, Vec::new()),
-        };
-        missed.retain(|p| p.offset.is_some_and(|o| o <= position.offset));
-        if let Asked::Request(id) = asked {
-            // Not recovered: tell the client where stored history starts.
-            let history_start = match recovered {
-                Some(false) => store
-                    .history(channel, Some(0), None, 1)
-                    .await?
-                    .first()
-                    .and_then(|p| p.offset),
-                _ => None,
-            };
-            let reply = Reply::Subscribe {
-                channel: channel.to_owned(),
-                epoch: position.epoch.to_string(),
-                offset: position.offset,
-                recovered,
-                missed: recovered.map(|_| missed.len() as u64),
-                history_start,
-            };
-            conn.send(&ServerFrame {
-                id,
-                message: ServerMessage::Reply(reply),
-            });
-        }
         let subscriber = Subscriber {
             conn: conn.clone(),
-            events,
+            events: events.map(|list| list.into_iter().map(String::into_boxed_str).collect()),
         };
-        for publication in &missed {
-            if subscriber.wants(publication.event.kind()) {
-                conn.outbox.push(Outgoing::reliable(publication.frame()));
+        let mut state = self.lock(channel).await;
+        // What this node fanned out so far: publications committed after it are still
+        // pending here and reach the new subscriber through the fan-out, not the replay.
+        let position = self.delivered(&mut state, channel).await?;
+        let recovered = match &recover {
+            Some(from) => Some(self.recoverable(channel, from, &position).await?),
+            None => None,
+        };
+        if let Asked::Request(id) = asked {
+            self.reply_subscribe(conn, id, channel, &position, recover.as_ref(), recovered)
+                .await?;
+        }
+        let mut cursor = match (&recover, recovered) {
+            (Some(from), Some(true)) => from.offset,
+            _ => position.offset,
+        };
+        loop {
+            let through = self.delivered(&mut state, channel).await?.offset;
+            if cursor >= through {
+                break;
             }
+            // Small remainders are queued under the lock, if the queue has room for them;
+            // anything more is replayed without it, then the lock is taken again.
+            let rest = self
+                .stores
+                .publications
+                .history(
+                    channel,
+                    Some(cursor),
+                    Some(through.saturating_add(1)),
+                    LAST_PAGE,
+                )
+                .await?;
+            let bytes: usize = rest.iter().map(|p| p.frame().len()).sum();
+            let whole = rest.last().and_then(|p| p.offset) == Some(through);
+            if whole && conn.outbox.fits_now(bytes) {
+                for publication in &rest {
+                    if subscriber.wants(publication.event.kind()) {
+                        conn.outbox.push(Outgoing::reliable(publication.frame()));
+                    }
+                }
+                break;
+            }
+            drop(state);
+            cursor = self.replay(&subscriber, channel, cursor, through).await?;
+            state = self.lock(channel).await;
         }
         if state.subscribers.insert(conn.id, subscriber).is_none() {
             let count = state.members.entry(conn.user_id.clone()).or_insert(0);
@@ -102,6 +115,114 @@ impl Hub {
             epoch: position.epoch.to_string(),
             offset: position.offset,
         })
+    }
+
+    /// Whether everything after `from` up to `through` is still stored (same epoch, within
+    /// retention and the recovery limit).
+    async fn recoverable(
+        &self,
+        channel: &str,
+        from: &Recover,
+        through: &Position,
+    ) -> Result<bool, StoreError> {
+        if *through.epoch != *from.epoch || from.offset > through.offset {
+            return Ok(false);
+        }
+        let missed = through.offset - from.offset;
+        if missed > self.recovery_limit {
+            return Ok(false);
+        }
+        if missed == 0 {
+            return Ok(true);
+        }
+        let next = from.offset + 1;
+        let first = self
+            .stores
+            .publications
+            .history(channel, Some(from.offset), Some(next + 1), 1)
+            .await?;
+        Ok(first.first().and_then(|p| p.offset) == Some(next))
+    }
+
+    /// Queues the `subscribe` reply; when not recovered, it says where stored history starts.
+    async fn reply_subscribe(
+        &self,
+        conn: &Conn,
+        id: Option<u64>,
+        channel: &str,
+        position: &Position,
+        recover: Option<&Recover>,
+        recovered: Option<bool>,
+    ) -> Result<(), StoreError> {
+        let history_start = match recovered {
+            Some(false) => self
+                .stores
+                .publications
+                .history(channel, Some(0), None, 1)
+                .await?
+                .first()
+                .and_then(|p| p.offset),
+            _ => None,
+        };
+        let missed = match (recover, recovered) {
+            (Some(from), Some(true)) => Some(position.offset - from.offset),
+            (_, Some(false)) => Some(0),
+            _ => None,
+        };
+        let reply = Reply::Subscribe {
+            channel: channel.to_owned(),
+            epoch: position.epoch.to_string(),
+            offset: position.offset,
+            recovered,
+            missed,
+            history_start,
+        };
+        conn.send(&ServerFrame {
+            id,
+            message: ServerMessage::Reply(reply),
+        });
+        Ok(())
+    }
+
+    /// Feeds the stored publications after `cursor`, up to `until`, to the subscriber's
+    /// connection a page at a time, waiting for room before each; returns where it stopped.
+    async fn replay(
+        &self,
+        subscriber: &Subscriber,
+        channel: &str,
+        mut cursor: u64,
+        until: u64,
+    ) -> Result<u64, StoreError> {
+        let outbox = &subscriber.conn.outbox;
+        while cursor < until {
+            let page = self
+                .stores
+                .publications
+                .history(
+                    channel,
+                    Some(cursor),
+                    Some(until.saturating_add(1)),
+                    REPLAY_PAGE,
+                )
+                .await?;
+            let Some(last) = page.last().and_then(|p| p.offset) else {
+                // Pruned meanwhile: the client sees the gap in offsets and recovers anew.
+                return Ok(until);
+            };
+            for publication in &page {
+                let frame = publication.frame();
+                if !outbox.room_for(frame.len()).await {
+                    return Err(StoreError::Unavailable(
+                        "the connection closed during a replay".into(),
+                    ));
+                }
+                if subscriber.wants(publication.event.kind()) {
+                    outbox.push(Outgoing::reliable(frame));
+                }
+            }
+            cursor = last;
+        }
+        Ok(cursor)
     }
 
     /// Removes `conn` from `channel`; false when it was not subscribed.

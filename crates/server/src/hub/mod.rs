@@ -60,6 +60,8 @@ pub(crate) struct Hub {
     /// Channels with more members than this get no `user_joined`/`user_left` frames: each
     /// would go to every member, so a crowd joining costs members² frames.
     presence_events_max_members: usize,
+    /// A recovery that would replay more publications than this says `recovered: false`.
+    recovery_limit: u64,
     next_conn: AtomicU64,
     /// Names pending publications, so a commit finds its entry in the channel's queue.
     next_ticket: AtomicU64,
@@ -75,6 +77,7 @@ impl Hub {
     ) -> Hub {
         Hub {
             presence_events_max_members,
+            recovery_limit: u64::MAX,
             channels: DashMap::new(),
             users: DashMap::new(),
             stores,

@@ -20,5 +20,14 @@ pub(super) async fn handle(
             request.limit,
         )
         .await?;
+    // Wait until the reply fits the connection's queue beside live traffic.
+    let size: usize = page
+        .publications
+        .iter()
+        .map(|p| p.event.data_json().len() + 200)
+        .sum();
+    if !session.conn.outbox.room_for(size).await {
+        return Ok(Answer::Sent);
+    }
     Ok(Answer::Reply(Reply::History(page)))
 }

@@ -190,7 +190,11 @@ impl InboxStore for SqlStore {
             .map(|(epoch, acked, at)| Ok::<_, StoreError>((to_u64(at)?, to_u64(acked)?, epoch)))
             .transpose()?;
         for ((user, _), ack) in self.acks.lock().iter() {
-            if user == user_id && latest.as_ref().is_none_or(|(at, offset, _)| (ack.at, ack.offset) > (*at, *offset)) {
+            if user == user_id
+                && latest
+                    .as_ref()
+                    .is_none_or(|(at, offset, _)| (ack.at, ack.offset) > (*at, *offset))
+            {
                 latest = Some((ack.at, ack.offset, ack.epoch.clone()));
             }
         }
