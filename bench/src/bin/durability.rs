@@ -1,6 +1,7 @@
 //! The throughput cost of durability: acknowledged publishes per second through
 //! `Tidings::publish` to a durable channel (memory, SQLite, PostgreSQL) and to an ephemeral
-//! one, with 1 and 16 concurrent publishers (each on its own channel).
+//! one: 1 publisher; 16 publishers each on its own channel; 256 publishers on one channel
+//! (group commit on one channel); 256 publishers on 256 channels.
 //!
 //! `cargo run --release -p tidings-bench --bin durability [-- SECONDS]`
 //! PostgreSQL from `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
@@ -26,46 +27,69 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let schema = format!("tidings_bench_{:016x}", rand::random::<u64>());
 
-    println!("| store | class | publishers | publishes/s | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|---|");
-    for publishers in [1usize, 16] {
-        let memory: Arc<dyn Store> = Arc::new(MemoryStore::new(1000));
-        run(
-            "memory",
-            "ephemeral",
-            memory.clone(),
+    println!("| store | class | publishers | channels | publishes/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|---|");
+    // `durability SECONDS 256x1,256x256` runs only those shapes (publishers x channels).
+    let shapes: Vec<(usize, usize)> = match std::env::args().nth(2) {
+        Some(list) => list
+            .split(',')
+            .filter_map(|shape| {
+                let (p, c) = shape.split_once('x')?;
+                Some((p.parse().ok()?, c.parse().ok()?))
+            })
+            .collect(),
+        None => vec![(1, 1), (16, 16), (256, 1), (256, 256)],
+    };
+    for &(publishers, channels) in &shapes {
+        let shape = Shape {
             publishers,
+            channels,
             duration,
-            true,
-        )
-        .await?;
-        run("memory", "durable", memory, publishers, duration, false).await?;
+        };
+        let memory: Arc<dyn Store> = Arc::new(MemoryStore::new(1000));
+        run("memory", "ephemeral", memory.clone(), shape, true).await?;
+        run("memory", "durable", memory, shape, false).await?;
         let sqlite: Arc<dyn Store> =
-            Arc::new(SqlStore::sqlite(dir.join(format!("p{publishers}/"))).await?);
-        run("SQLite", "durable", sqlite, publishers, duration, false).await?;
+            Arc::new(SqlStore::sqlite(dir.join(format!("p{publishers}c{channels}/"))).await?);
+        run("SQLite", "durable", sqlite, shape, false).await?;
         let pg: Arc<dyn Store> = Arc::new(
-            SqlStore::postgres_in_schema(&pg_url, &format!("{schema}_{publishers}")).await?,
+            SqlStore::postgres_in_schema(&pg_url, &format!("{schema}_{publishers}_{channels}"))
+                .await?,
         );
-        run("PostgreSQL", "durable", pg, publishers, duration, false).await?;
+        run("PostgreSQL", "durable", pg, shape, false).await?;
     }
     let _ = std::fs::remove_dir_all(&dir);
     let mut admin = sqlx::PgConnection::connect(&pg_url).await?;
-    for publishers in [1, 16] {
-        sqlx::query(&format!("DROP SCHEMA {schema}_{publishers} CASCADE"))
-            .execute(&mut admin)
-            .await?;
+    for (publishers, channels) in shapes {
+        sqlx::query(&format!(
+            "DROP SCHEMA {schema}_{publishers}_{channels} CASCADE"
+        ))
+        .execute(&mut admin)
+        .await?;
     }
     Ok(())
+}
+
+/// How many publishers, spread over how many channels, for how long.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    publishers: usize,
+    channels: usize,
+    duration: Duration,
 }
 
 async fn run(
     store_name: &str,
     class: &str,
     store: Arc<dyn Store>,
-    publishers: usize,
-    duration: Duration,
+    shape: Shape,
     ephemeral: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let Shape {
+        publishers,
+        channels,
+        duration,
+    } = shape;
     let mut config = Config::default();
     config.jwt.secret = Some("bench".into());
     if ephemeral {
@@ -82,7 +106,7 @@ async fn run(
     for p in 0..publishers {
         let tidings = tidings.clone();
         tasks.push(tokio::spawn(async move {
-            let channel = format!("bench:{p}");
+            let channel = format!("bench:{}", p % channels);
             let note = Notification {
                 message: "x".repeat(100),
                 ..Default::default()
@@ -105,7 +129,7 @@ async fn run(
     let elapsed = start.elapsed().as_secs_f64();
     all.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "| {store_name} | {class} | {publishers} | {:.0} | {:.3} | {:.3} |",
+        "| {store_name} | {class} | {publishers} | {channels} | {:.0} | {:.3} | {:.3} |",
         all.len() as f64 / elapsed,
         tidings_bench::percentile(&all, 0.5),
         tidings_bench::percentile(&all, 0.99)

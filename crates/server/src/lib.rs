@@ -80,6 +80,7 @@ mod metrics;
 mod node;
 mod outbox;
 mod requests;
+mod serve;
 mod time;
 
 pub use auth::{AccessRequest, Action, Claims, mint_token};
@@ -88,5 +89,6 @@ pub use config::Config;
 pub use errors::{ChannelError, PublishError};
 pub use handshake::{Accept, ConnectRequest, DEFAULT_DEVICE};
 pub use hub::Published;
+pub use serve::{Serve, listen, serve, shutdown_signal};
 pub use server::{Stats, Tidings};
 pub use tidings_protocol as protocol;

@@ -53,10 +53,9 @@ impl Hub {
             conn: conn.clone(),
             events: events.map(|list| list.into_iter().map(String::into_boxed_str).collect()),
         };
-        let mut state = self.lock(channel).await;
         // What this node fanned out so far: publications committed after it are still
         // pending here and reach the new subscriber through the fan-out, not the replay.
-        let position = self.delivered(&mut state, channel).await?;
+        let (mut state, position) = self.lock_positioned(channel).await?;
         let recovered = match &recover {
             Some(from) => Some(self.recoverable(channel, from, &position).await?),
             None => None,
@@ -70,7 +69,11 @@ impl Hub {
             _ => position.offset,
         };
         loop {
-            let through = self.delivered(&mut state, channel).await?.offset;
+            // The lock was held or taken again with nothing pending unpositioned: known.
+            let through = state
+                .delivered
+                .as_ref()
+                .map_or(position.offset, |p| p.offset);
             if cursor >= through {
                 break;
             }
@@ -98,7 +101,7 @@ impl Hub {
             }
             drop(state);
             cursor = self.replay(&subscriber, channel, cursor, through).await?;
-            state = self.lock(channel).await;
+            state = self.lock_positioned(channel).await?.0;
         }
         if state.subscribers.insert(conn.id, subscriber).is_none() {
             let count = state.members.entry(conn.user_id.clone()).or_insert(0);

@@ -153,19 +153,40 @@ impl Hub {
         }
     }
 
-    /// The last offset fanned out on this node; read from the store the first time (then
-    /// nothing is pending, so the store's position is exactly what was fanned out).
+    /// The last offset fanned out on this node: set by each fan-out, or read from the store
+    /// when nothing is pending (then the store's position is exactly what was fanned out).
+    /// `None` while publications are pending on a channel that has not fanned out yet since
+    /// it was (re)created: the caller waits for them.
     async fn delivered(
         &self,
         state: &mut ChannelState,
         channel: &str,
-    ) -> Result<Position, StoreError> {
+    ) -> Result<Option<Position>, StoreError> {
         if let Some(position) = &state.delivered {
-            return Ok(position.clone());
+            return Ok(Some(position.clone()));
+        }
+        if !state.pending.is_empty() {
+            return Ok(None);
         }
         let position = self.stores.publications.position(channel).await?;
         state.delivered = Some(position.clone());
-        Ok(position)
+        Ok(Some(position))
+    }
+
+    /// Locks a channel once its fanned-out position is known (waiting out publications
+    /// submitted before the channel had fanned anything out).
+    async fn lock_positioned<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> Result<(Locked<'a>, Position), StoreError> {
+        loop {
+            let mut state = self.lock(channel).await;
+            if let Some(position) = self.delivered(&mut state, channel).await? {
+                return Ok((state, position));
+            }
+            drop(state);
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// Stores (unless ephemeral) and fans out one publication.
@@ -183,8 +204,8 @@ impl Hub {
     ) -> Result<Published, StoreError> {
         let name: Arc<str> = Arc::from(channel);
         if delivery == Delivery::Ephemeral {
-            let mut state = self.lock(channel).await;
-            let epoch = self.delivered(&mut state, channel).await?.epoch;
+            let (state, position) = self.lock_positioned(channel).await?;
+            let epoch = position.epoch;
             let publication =
                 Arc::new(Publication::new(name, None, epoch, now_ms(), sender, event));
             let delivered = self.fan_out(&state, &publication, delivery);
@@ -203,7 +224,6 @@ impl Hub {
         };
         let fanned_out = {
             let mut state = self.lock(channel).await;
-            self.delivered(&mut state, channel).await?;
             let committing = match (&self.webhooks, &self.stores.outbox) {
                 (Some(hooks), Some(outbox)) => {
                     let hooks = hooks.clone();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::sql::{BUMP_BY, CREATE_CHANNEL, db_error, to_i64, to_u64};
+use super::sql::{db_error, to_i64, to_u64};
 use super::{Db, webhook_queue};
 use crate::store::{Append, Committing, Publication, StoreError, WebhookFn};
 
@@ -17,6 +17,67 @@ use crate::store::{Append, Committing, Publication, StoreError, WebhookFn};
 const MAX_BATCH: usize = 1024;
 /// Rows per multi-row INSERT (7 parameters each; SQLite allows 32,766 per statement).
 const ROWS_PER_INSERT: usize = 512;
+
+/// Channels per statement when bumping (2 parameters each).
+const CHANNELS_PER_BUMP: usize = 512;
+
+/// SQLite: takes each channel's next offsets for the batch: creates missing channel rows,
+/// then bumps every channel by its count, a few statements per batch however many channels
+/// it holds.
+#[cfg(feature = "sqlite")]
+macro_rules! bump_channels {
+    ($tx:expr, $epoch:expr, $runs:expr) => {{
+        let names: Vec<Arc<str>> = $runs.keys().cloned().collect();
+        for chunk in names.chunks(CHANNELS_PER_BUMP) {
+            let mut create =
+                sqlx::QueryBuilder::new("INSERT INTO channels (name, epoch, last_offset) ");
+            create.push_values(chunk, |mut row, name| {
+                row.push_bind(&**name).push_bind(&**$epoch).push_bind(0i64);
+            });
+            create.push(" ON CONFLICT (name) DO NOTHING");
+            create.build().execute(&mut *$tx).await.map_err(db_error)?;
+            let mut update = sqlx::QueryBuilder::new(
+                "UPDATE channels SET last_offset = channels.last_offset + b.n FROM (",
+            );
+            for (k, name) in chunk.iter().enumerate() {
+                let count = $runs.get(name).map_or(0, |run| run.indexes.len());
+                update.push(if k == 0 {
+                    "SELECT "
+                } else {
+                    " UNION ALL SELECT "
+                });
+                update.push_bind(&**name);
+                update.push(" AS name, ");
+                update.push_bind(i64::try_from(count).unwrap_or(i64::MAX));
+                update.push(" AS n");
+            }
+            update.push(
+                ") AS b WHERE channels.name = b.name \
+                 RETURNING channels.name, channels.id, channels.epoch, channels.last_offset",
+            );
+            let rows: Vec<(String, i64, String, i64)> = update
+                .build_query_as()
+                .fetch_all(&mut *$tx)
+                .await
+                .map_err(db_error)?;
+            for (name, id, channel_epoch, last) in rows {
+                let Some(run) = $runs.get_mut(name.as_str()) else {
+                    continue;
+                };
+                let count = i64::try_from(run.indexes.len()).unwrap_or(i64::MAX);
+                run.id = id;
+                run.first = to_u64(last - count + 1)?;
+                if *channel_epoch != **$epoch {
+                    run.epoch = Arc::from(channel_epoch);
+                }
+                run.bumped = true;
+            }
+        }
+        if $runs.values().any(|run| !run.bumped) {
+            return Err(StoreError::Invalid("a channel row was not bumped".into()));
+        }
+    }};
+}
 
 /// One append waiting for the writer.
 pub(super) struct Job {
@@ -93,6 +154,8 @@ struct ChannelRun {
     id: i64,
     epoch: Arc<str>,
     first: u64,
+    /// Whether the bump returned this channel's row.
+    bumped: bool,
 }
 
 /// Writes one batch in one transaction; the publications come back in the appends' order.
@@ -111,45 +174,32 @@ async fn write(
                 id: 0,
                 epoch: epoch.clone(),
                 first: 0,
+                bumped: false,
             })
             .indexes
             .push(index);
     }
-    on_db!(db, pool => {
+    match db {
+        #[cfg(feature = "postgres")]
+        Db::Postgres(pool) => write_postgres(pool, epoch, runs, appends, webhooks).await,
+        #[cfg(feature = "sqlite")]
+        Db::Sqlite(pool) => write_sqlite(pool, db, epoch, runs, appends, webhooks).await,
+    }
+}
+
+/// The batch on SQLite: a few statements built for its size (SQLite prepares them cheaply).
+#[cfg(feature = "sqlite")]
+async fn write_sqlite(
+    pool: &sqlx::SqlitePool,
+    db: &Db,
+    epoch: &Arc<str>,
+    mut runs: BTreeMap<Arc<str>, ChannelRun>,
+    appends: Vec<Append>,
+    webhooks: &[Option<WebhookFn>],
+) -> Result<Vec<Arc<Publication>>, StoreError> {
+    {
         let mut tx = pool.begin_with(db.begin_sql()).await.map_err(db_error)?;
-        for (name, run) in runs.iter_mut() {
-            let count = i64::try_from(run.indexes.len()).unwrap_or(i64::MAX);
-            let bumped: Option<(i64, String, i64)> = sqlx::query_as(BUMP_BY)
-                .bind(count)
-                .bind(&**name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            let (id, channel_epoch, last) = match bumped {
-                Some(row) => row,
-                None => {
-                    // First publication: create the row (another node may race us: then
-                    // ours does nothing), then bump it under its lock like any other.
-                    sqlx::query(CREATE_CHANNEL)
-                        .bind(&**name)
-                        .bind(&**epoch)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_error)?;
-                    sqlx::query_as(BUMP_BY)
-                        .bind(count)
-                        .bind(&**name)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(db_error)?
-                }
-            };
-            run.id = id;
-            run.first = to_u64(last - count + 1)?;
-            if *channel_epoch != **epoch {
-                run.epoch = Arc::from(channel_epoch);
-            }
-        }
+        bump_channels!(tx, epoch, runs);
         let publications = publications(appends, &runs)?;
         let rows: Vec<(i64, &Publication)> = runs
             .values()
@@ -192,8 +242,118 @@ async fn write(
         }
         tx.commit().await.map_err(db_error)?;
         Ok(publications)
-    })
+    }
 }
+
+/// The batch on PostgreSQL: fixed statements over arrays (`unnest`), so each is prepared
+/// once per connection whatever the batch's size.
+#[cfg(feature = "postgres")]
+async fn write_postgres(
+    pool: &sqlx::PgPool,
+    epoch: &Arc<str>,
+    mut runs: BTreeMap<Arc<str>, ChannelRun>,
+    appends: Vec<Append>,
+    webhooks: &[Option<WebhookFn>],
+) -> Result<Vec<Arc<Publication>>, StoreError> {
+    let mut tx = pool.begin().await.map_err(db_error)?;
+    // Names in order (the map is sorted): rows are created and locked in the same order by
+    // every node, so batches sharing channels wait for each other instead of deadlocking.
+    let names: Vec<&str> = runs.keys().map(|name| &**name).collect();
+    let counts: Vec<i64> = runs
+        .values()
+        .map(|run| i64::try_from(run.indexes.len()).unwrap_or(i64::MAX))
+        .collect();
+    sqlx::query(PG_CREATE_CHANNELS)
+        .bind(&names)
+        .bind(&**epoch)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    sqlx::query(PG_LOCK_CHANNELS)
+        .bind(&names)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    let rows: Vec<(String, i64, String, i64)> = sqlx::query_as(PG_BUMP_CHANNELS)
+        .bind(&names)
+        .bind(&counts)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    for (name, id, channel_epoch, last) in rows {
+        if let Some(run) = runs.get_mut(name.as_str()) {
+            let count = i64::try_from(run.indexes.len()).unwrap_or(i64::MAX);
+            run.id = id;
+            run.first = to_u64(last - count + 1)?;
+            if *channel_epoch != **epoch {
+                run.epoch = Arc::from(channel_epoch);
+            }
+            run.bumped = true;
+        }
+    }
+    if runs.values().any(|run| !run.bumped) {
+        return Err(StoreError::Invalid("a channel row was not bumped".into()));
+    }
+    let publications = publications(appends, &runs)?;
+    let rows = publications.len();
+    let (mut ids, mut seqs, mut epochs, mut stamps) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    let (mut senders, mut kinds, mut data) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    for run in runs.values() {
+        for publication in run.indexes.iter().filter_map(|&i| publications.get(i)) {
+            ids.push(run.id);
+            seqs.push(to_i64(publication.offset.unwrap_or_default())?);
+            epochs.push(&*publication.epoch);
+            stamps.push(to_i64(publication.ts)?);
+            senders.push(publication.sender.as_deref());
+            kinds.push(publication.event.kind());
+            data.push(publication.event.data_json());
+        }
+    }
+    sqlx::query(PG_INSERT_PUBLICATIONS)
+        .bind(&ids)
+        .bind(&seqs)
+        .bind(&epochs)
+        .bind(&stamps)
+        .bind(&senders)
+        .bind(&kinds)
+        .bind(&data)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    for (webhooks, publication) in webhooks.iter().zip(&publications) {
+        if let Some(webhooks) = webhooks {
+            // Same transaction: a publication and its webhooks exist together or not at all.
+            webhook_queue::insert_records!(tx, &webhooks(publication));
+        }
+    }
+    tx.commit().await.map_err(db_error)?;
+    Ok(publications)
+}
+
+#[cfg(feature = "postgres")]
+const PG_CREATE_CHANNELS: &str = "INSERT INTO channels (name, epoch, last_offset) \
+     SELECT name, $2, 0 FROM unnest($1::text[]) AS name ON CONFLICT (name) DO NOTHING";
+#[cfg(feature = "postgres")]
+const PG_LOCK_CHANNELS: &str =
+    "SELECT id FROM channels WHERE name = ANY($1) ORDER BY name FOR UPDATE";
+#[cfg(feature = "postgres")]
+const PG_BUMP_CHANNELS: &str = "UPDATE channels SET last_offset = channels.last_offset + b.n \
+     FROM unnest($1::text[], $2::int8[]) AS b(name, n) WHERE channels.name = b.name \
+     RETURNING channels.name, channels.id, channels.epoch, channels.last_offset";
+#[cfg(feature = "postgres")]
+const PG_INSERT_PUBLICATIONS: &str = "INSERT INTO publications \
+     (channel_id, seq, epoch, ts, sender, event_type, event_data) \
+     SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::text[], \
+     $6::text[], $7::text[])";
 
 /// The batch's publications, in the appends' order, with the offsets their runs assigned.
 fn publications(

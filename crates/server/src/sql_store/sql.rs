@@ -10,12 +10,6 @@ pub(super) const SELECT_EPOCH: &str = "SELECT value FROM store_meta WHERE key = 
 /// Sets the database's epoch unless it has one.
 pub(super) const INSERT_EPOCH: &str = "INSERT INTO store_meta (key, value) \
      VALUES ('epoch', $1) ON CONFLICT (key) DO NOTHING";
-/// Takes the channel's next `$1` offsets (and its row lock until commit).
-pub(super) const BUMP_BY: &str = "UPDATE channels SET last_offset = last_offset + $1 \
-     WHERE name = $2 RETURNING id, epoch, last_offset";
-/// Creates a channel at offset 0 unless it exists.
-pub(super) const CREATE_CHANNEL: &str = "INSERT INTO channels (name, epoch, last_offset) \
-     VALUES ($1, $2, 0) ON CONFLICT (name) DO NOTHING";
 pub(super) const SELECT_CHANNEL: &str =
     "SELECT id, epoch, last_offset FROM channels WHERE name = $1";
 /// A channel's publications with `$2 < offset <= $3`.

@@ -1,0 +1,116 @@
+//! `tidings_server::serve`: serving a node and shutting it down gracefully.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod common;
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use common::{Client, http, token};
+use tidings_protocol::ServerMessage;
+use tidings_server::Tidings;
+use tokio::sync::oneshot;
+
+/// A node served by `serve` on 127.0.0.1:0, stopped when `stop` fires.
+struct Served {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(app: impl FnOnce(&Tidings) -> Option<Router>) -> Served {
+    let mut config = common::config();
+    config.shutdown_reconnect_spread = Duration::from_millis(300);
+    let tidings = Tidings::builder().config(config).build().unwrap();
+    let listener = tidings_server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    assert_ne!(addr.port(), 0);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let mut serve = tidings_server::serve(listener, tidings.clone()).with_shutdown(async move {
+        let _ = stopped.await;
+    });
+    if let Some(app) = app(&tidings) {
+        serve = serve.with_router(app);
+    }
+    let served = tokio::spawn(serve.into_future());
+    Served { addr, stop, served }
+}
+
+#[tokio::test]
+async fn shutdown_tells_clients_closes_1012_and_returns_ok() {
+    let server = start(|_| None).await;
+    let url = format!("ws://{}/ws?token={}", server.addr, token("7"));
+    let mut client = Client::open(&url).await;
+    assert_eq!(client.recv().await.kind(), "connected");
+    client.ping_ok().await;
+
+    server.stop.send(()).unwrap();
+    let frame = client.recv().await;
+    let ServerMessage::Shutdown(shutdown) = &frame.message else {
+        panic!("expected a shutdown frame, got {frame:?}");
+    };
+    assert!(shutdown.reconnect_after_ms <= 300, "{shutdown:?}");
+    assert_eq!(client.expect_close().await.code, 1012);
+
+    tokio::time::timeout(Duration::from_secs(10), server.served)
+        .await
+        .expect("serve returns once the clients are gone")
+        .unwrap()
+        .unwrap();
+    // The listener is gone with it.
+    assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn a_given_router_is_served_and_shut_down_the_same_way() {
+    let server = start(|tidings| {
+        Some(
+            Router::new()
+                .route("/hello", get(|| async { "from the app" }))
+                .route("/realtime/ws", tidings.ws_handler()),
+        )
+    })
+    .await;
+    let (status, body) = http("GET", &format!("http://{}/hello", server.addr), None, None).await;
+    assert_eq!((status, body.as_str()), (200, "from the app"));
+    // Only the given router is served: the default `/healthz` is not mounted.
+    let (status, _) = http(
+        "GET",
+        &format!("http://{}/healthz", server.addr),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    let url = format!("ws://{}/realtime/ws?token={}", server.addr, token("7"));
+    let mut client = Client::open(&url).await;
+    assert_eq!(client.recv().await.kind(), "connected");
+    server.stop.send(()).unwrap();
+    assert_eq!(client.recv().await.kind(), "shutdown");
+    assert_eq!(client.expect_close().await.code, 1012);
+    server.served.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn serve_without_clients_returns_ok_on_the_signal() {
+    let server = start(|_| None).await;
+    let (status, _) = http(
+        "GET",
+        &format!("http://{}/healthz", server.addr),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    server.stop.send(()).unwrap();
+    server.served.await.unwrap().unwrap();
+}
