@@ -1,6 +1,7 @@
-//! Nothing acknowledged is lost by a crash: the node is killed with SIGKILL in the middle of a
-//! stream of acknowledged publishes and started again; the client has every acknowledged
-//! publication exactly once, in order. Once on SQLite (the embedded default), once on the
+//! Nothing acknowledged is lost by a crash: the node is killed with SIGKILL in the middle of
+//! acknowledged publishes from 16 concurrent publishers on two channels (so commits are
+//! shared) and started again; the client has every acknowledged publication exactly once, in
+//! order per channel. Once on SQLite (the embedded default), once on the
 //! PostgreSQL at `DATABASE_URL` (a fresh database per run).
 #![allow(
     clippy::unwrap_used,
@@ -9,7 +10,8 @@
     missing_docs
 )]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,73 +20,97 @@ use sqlx::Connection;
 use tidings_client::Client;
 use tidings_e2e::{Node, free_addr, http, token};
 
-const TOTAL_ACKED: u64 = 300;
-const KILL_AFTER: u64 = 120;
+/// Publishers publishing at once (so commits are shared: group commit), over two channels.
+const PUBLISHERS: usize = 16;
+const CHANNELS: [&str; 2] = ["orders", "invoices"];
+const TOTAL_ACKED: usize = 600;
+const KILL_AFTER: usize = 250;
+
+type Offsets = Arc<Mutex<BTreeMap<String, Vec<u64>>>>;
 
 async fn survive_sigkill(args: Vec<String>) {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args: Vec<String> = args;
     let addr = free_addr();
-    let node = Node::start(addr, &args).await;
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = Node::start(addr, &arg_refs).await;
 
     let client = Client::builder(format!("ws://{addr}/ws"))
         .token(token("reader"))
         .connect()
         .await
         .unwrap();
-    let received = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let orders = client.subscription("orders");
-    let seen = received.clone();
-    orders.on_publication(move |p| seen.lock().unwrap().push(p.offset.unwrap()));
-    orders.subscribe().await.unwrap();
-
-    // Publish through the HTTP API; an offset counts once the node answered 200.
-    let mut acked = BTreeSet::new();
-    let mut node = Some(node);
-    let mut attempt = 0u64;
-    let mut killed = false;
-    while (acked.len() as u64) < TOTAL_ACKED {
-        attempt += 1;
-        let body =
-            json!({"channel": "orders", "event": {"type": "order_placed", "data": {"n": attempt}}});
-        if let Ok((200, answer)) = http(addr, "POST", "/api/publish", Some(&body)).await {
-            let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
-            acked.insert(answer["offset"].as_u64().unwrap());
-        }
-        if acked.len() as u64 == KILL_AFTER && !killed {
-            killed = true;
-            node.take().unwrap().kill();
-            // A few publishes fail while it is down; they were never acknowledged.
-            for _ in 0..3 {
-                assert!(
-                    http(addr, "POST", "/api/publish", Some(&body))
-                        .await
-                        .is_err()
-                );
-            }
-            node = Some(Node::start(addr, &args).await);
-        }
+    let received: Offsets = Arc::default();
+    for channel in CHANNELS {
+        let subscription = client.subscription(channel);
+        let seen = received.clone();
+        subscription.on_publication(move |p| {
+            let mut seen = seen.lock().unwrap();
+            seen.entry(channel.to_owned()).or_default().push(p.offset.unwrap());
+        });
+        subscription.subscribe().await.unwrap();
     }
 
-    assert!(killed, "the node was never killed");
+    // Publish through the HTTP API from many tasks at once; an offset counts once the node
+    // answered 200. The node is killed in the middle and started again.
+    let acked: Offsets = Arc::default();
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        let (acked, count) = (acked.clone(), count.clone());
+        publishers.push(tokio::spawn(async move {
+            let channel = CHANNELS[p % CHANNELS.len()];
+            let mut attempt = 0u64;
+            while count.load(Ordering::SeqCst) < TOTAL_ACKED {
+                attempt += 1;
+                let body = json!({"channel": channel, "event": {"type": "order_placed", "data": {"p": p, "n": attempt}}});
+                match http(addr, "POST", "/api/publish", Some(&body)).await {
+                    Ok((200, answer)) => {
+                        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+                        let offset = answer["offset"].as_u64().unwrap();
+                        acked.lock().unwrap().entry(channel.to_owned()).or_default().push(offset);
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // Down, or closed mid-request by the kill: never acknowledged.
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }));
+    }
+    while count.load(Ordering::SeqCst) < KILL_AFTER {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    node.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let node = Node::start(addr, &arg_refs).await;
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+
+    let acked = acked.lock().unwrap().clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let got: BTreeSet<u64> = received.lock().unwrap().iter().copied().collect();
-        if acked.is_subset(&got) {
+        let complete = CHANNELS.iter().all(|channel| {
+            let got = received.lock().unwrap().get(*channel).cloned().unwrap_or_default();
+            let got: BTreeSet<u64> = got.into_iter().collect();
+            acked.get(*channel).is_none_or(|a| a.iter().all(|o| got.contains(o)))
+        });
+        if complete {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "missing {:?}",
-            acked.difference(&got).collect::<Vec<_>>()
-        );
+        assert!(tokio::time::Instant::now() < deadline, "acknowledged publications missing");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let got = received.lock().unwrap().clone();
-    let expected: Vec<u64> = (1..=*got.last().unwrap()).collect();
-    assert_eq!(got, expected, "every publication once, in order, no gap");
-    assert!(acked.iter().all(|offset| got.contains(offset)));
+    for channel in CHANNELS {
+        let got = received.lock().unwrap().get(channel).cloned().unwrap_or_default();
+        let expected: Vec<u64> = (1..=*got.last().unwrap()).collect();
+        assert_eq!(got, expected, "{channel}: every publication once, in order, no gap");
+        let mut acked = acked.get(channel).cloned().unwrap_or_default();
+        acked.sort_unstable();
+        assert!(acked.windows(2).all(|w| w[0] < w[1]), "{channel}: an offset acknowledged twice");
+    }
     client.close().await;
+    drop(node);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
