@@ -45,7 +45,9 @@ async fn survive_sigkill(args: Vec<String>) {
         let seen = received.clone();
         subscription.on_publication(move |p| {
             let mut seen = seen.lock().unwrap();
-            seen.entry(channel.to_owned()).or_default().push(p.offset.unwrap());
+            seen.entry(channel.to_owned())
+                .or_default()
+                .push(p.offset.unwrap());
         });
         subscription.subscribe().await.unwrap();
     }
@@ -90,24 +92,45 @@ async fn survive_sigkill(args: Vec<String>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let complete = CHANNELS.iter().all(|channel| {
-            let got = received.lock().unwrap().get(*channel).cloned().unwrap_or_default();
+            let got = received
+                .lock()
+                .unwrap()
+                .get(*channel)
+                .cloned()
+                .unwrap_or_default();
             let got: BTreeSet<u64> = got.into_iter().collect();
-            acked.get(*channel).is_none_or(|a| a.iter().all(|o| got.contains(o)))
+            acked
+                .get(*channel)
+                .is_none_or(|a| a.iter().all(|o| got.contains(o)))
         });
         if complete {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "acknowledged publications missing");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "acknowledged publications missing"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     for channel in CHANNELS {
-        let got = received.lock().unwrap().get(channel).cloned().unwrap_or_default();
+        let got = received
+            .lock()
+            .unwrap()
+            .get(channel)
+            .cloned()
+            .unwrap_or_default();
         let expected: Vec<u64> = (1..=*got.last().unwrap()).collect();
-        assert_eq!(got, expected, "{channel}: every publication once, in order, no gap");
+        assert_eq!(
+            got, expected,
+            "{channel}: every publication once, in order, no gap"
+        );
         let mut acked = acked.get(channel).cloned().unwrap_or_default();
         acked.sort_unstable();
-        assert!(acked.windows(2).all(|w| w[0] < w[1]), "{channel}: an offset acknowledged twice");
+        assert!(
+            acked.windows(2).all(|w| w[0] < w[1]),
+            "{channel}: an offset acknowledged twice"
+        );
     }
     client.close().await;
     drop(node);
@@ -139,4 +162,67 @@ async fn postgres_survives_sigkill() {
         .execute(&mut admin)
         .await
         .unwrap();
+}
+
+/// The offline inbox across a crash: what a device acknowledged (and the node wrote) is not
+/// delivered again after a SIGKILL, and what it never received is not lost.
+async fn inbox_survives_sigkill(args: Vec<String>) {
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let addr = free_addr();
+    let node = Node::start(addr, &arg_refs).await;
+    let notify = |n: u64| async move {
+        let body = json!({"message": format!("item {n}")});
+        let (status, _) = http(addr, "POST", "/api/notify/user/7", Some(&body))
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+    };
+    let phone = || async {
+        let received = Arc::new(Mutex::new(Vec::<u64>::new()));
+        let client = Client::builder(format!("ws://{addr}/ws?device=phone"))
+            .token(token("7"))
+            .connect()
+            .await
+            .unwrap();
+        let seen = received.clone();
+        client.on_publication(move |p| seen.lock().unwrap().push(p.offset.unwrap()));
+        (client, received)
+    };
+    let wait_for = |received: Arc<Mutex<Vec<u64>>>, count: usize| async move {
+        for _ in 0..400 {
+            if received.lock().unwrap().len() >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        received.lock().unwrap().clone()
+    };
+
+    // Received and acknowledged (the client acks its inbox by itself); the node writes acks
+    // within 100 ms.
+    let (client, received) = phone().await;
+    for n in 1..=10 {
+        notify(n).await;
+    }
+    assert_eq!(wait_for(received, 10).await, (1..=10).collect::<Vec<_>>());
+    client.close().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Published while the device is away: never acknowledged.
+    for n in 11..=15 {
+        notify(n).await;
+    }
+    node.kill();
+    let node = Node::start(addr, &arg_refs).await;
+    let (client, received) = phone().await;
+    assert_eq!(wait_for(received, 5).await, (11..=15).collect::<Vec<_>>());
+    client.close().await;
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_inbox_survives_sigkill() {
+    let dir = std::env::temp_dir().join(format!("tidings-e2e-{:016x}", rand::random::<u64>()));
+    inbox_survives_sigkill(vec!["--data-dir".into(), dir.display().to_string()]).await;
+    let _ = std::fs::remove_dir_all(dir);
 }
