@@ -83,6 +83,7 @@ macro_rules! on_db {
 
 mod commit;
 mod inbox;
+mod known;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod retention;
@@ -128,6 +129,8 @@ pub struct SqlStore {
     committer: Committer,
     /// Inbox acks waiting to be written in a batch.
     acks: Arc<inbox::AckBuffer>,
+    /// What exists, when this process alone writes the database (SQLite).
+    known: Option<Arc<known::Known>>,
 }
 
 impl SqlStore {
@@ -181,7 +184,7 @@ impl SqlStore {
     }
 
     /// Reads (creating it on first open) the database's epoch.
-    async fn finish(writer: Db, reader: Db) -> Result<SqlStore, StoreError> {
+    async fn finish(writer: Db, reader: Db, exclusive: bool) -> Result<SqlStore, StoreError> {
         let candidate = format!("{:016x}", rand::random::<u64>());
         let epoch: String = on_db!(&writer, pool => {
             sqlx::query(INSERT_EPOCH)
@@ -195,9 +198,14 @@ impl SqlStore {
                 .map_err(db_error)?
         });
         let epoch: Arc<str> = Arc::from(epoch);
+        let known = match exclusive {
+            true => Some(known::Known::load(&writer).await?),
+            false => None,
+        };
         Ok(SqlStore {
-            committer: Committer::start(writer.clone(), epoch.clone()),
-            acks: inbox::AckBuffer::start(writer.clone()),
+            committer: Committer::start(writer.clone(), epoch.clone(), known.clone()),
+            acks: inbox::AckBuffer::start(writer.clone(), known.clone()),
+            known,
             writer,
             reader,
             epoch,
@@ -242,7 +250,15 @@ impl SqlStore {
     }
 
     async fn do_position(&self, channel: &str) -> Result<Position, StoreError> {
-        Ok(match self.channel(channel).await? {
+        let exists = self
+            .known
+            .as_ref()
+            .is_none_or(|known| known.has_channel(channel));
+        let row = match exists {
+            true => self.channel(channel).await?,
+            false => None,
+        };
+        Ok(match row {
             Some((_, epoch, offset)) => Position { epoch, offset },
             None => Position {
                 epoch: self.epoch.clone(),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::known::Known;
 use super::sql::{db_error, to_i64, to_u64};
 use super::{Db, webhook_queue};
 use crate::store::{Append, Committing, Publication, StoreError, WebhookFn};
@@ -94,9 +95,9 @@ pub(super) struct Committer {
 
 impl Committer {
     /// Starts the writer task for `db`; it ends when every `Committer` clone is dropped.
-    pub(super) fn start(db: Db, epoch: Arc<str>) -> Committer {
+    pub(super) fn start(db: Db, epoch: Arc<str>, known: Option<Arc<Known>>) -> Committer {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(db, epoch, queue));
+        tokio::spawn(run(db, epoch, known, queue));
         Committer { jobs }
     }
 
@@ -118,7 +119,12 @@ impl Committer {
 }
 
 /// Takes what has queued (up to [`MAX_BATCH`]), commits it, answers each append, repeats.
-async fn run(db: Db, epoch: Arc<str>, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn run(
+    db: Db,
+    epoch: Arc<str>,
+    known: Option<Arc<Known>>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let count = batch.len();
@@ -134,6 +140,11 @@ async fn run(db: Db, epoch: Arc<str>, mut queue: mpsc::UnboundedReceiver<Job>) {
         }
         match write(&db, &epoch, appends, &webhooks).await {
             Ok(publications) => {
+                if let Some(known) = &known {
+                    for publication in &publications {
+                        known.add_channel(&publication.channel);
+                    }
+                }
                 for (done, publication) in waiting.into_iter().zip(publications) {
                     let _ = done.send(Ok(publication));
                 }

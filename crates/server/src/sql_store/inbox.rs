@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
+use super::known::Known;
 use super::sql::{db_error, to_i64, to_u64};
 use super::{Db, SqlStore};
 use crate::store::{InboxStart, InboxStore, StoreError};
@@ -22,9 +23,10 @@ const UPSERT: &str = "INSERT INTO inbox_acks (user_id, device, epoch, acked, upd
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, device) DO UPDATE \
      SET epoch = excluded.epoch, acked = excluded.acked, updated_at = excluded.updated_at \
      WHERE inbox_acks.epoch <> excluded.epoch OR inbox_acks.acked < excluded.acked";
-const SELECT_DEVICE: &str =
-    "SELECT epoch, acked FROM inbox_acks WHERE user_id = $1 AND device = $2";
-const SELECT_HIGHEST: &str = "SELECT epoch, acked, updated_at FROM inbox_acks WHERE user_id = $1 ORDER BY updated_at DESC, acked DESC LIMIT 1";
+/// The device's own row if it has one, else the user's most recent: one read per connect.
+const SELECT_START: &str = "SELECT epoch, acked, updated_at, device = $2 AS own \
+     FROM inbox_acks WHERE user_id = $1 \
+     ORDER BY device = $2 DESC, updated_at DESC, acked DESC LIMIT 1";
 
 /// How long an ack may wait in memory before it is written.
 pub(super) const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -56,14 +58,14 @@ impl AckBuffer {
     }
 
     /// Starts the flusher for `db`; it ends when the buffer is dropped.
-    pub(super) fn start(db: Db) -> Arc<AckBuffer> {
+    pub(super) fn start(db: Db, known: Option<Arc<Known>>) -> Arc<AckBuffer> {
         let buffer = Arc::new(AckBuffer::default());
-        tokio::spawn(flush_loop(db, Arc::downgrade(&buffer)));
+        tokio::spawn(flush_loop(db, known, Arc::downgrade(&buffer)));
         buffer
     }
 }
 
-async fn flush_loop(db: Db, buffer: Weak<AckBuffer>) {
+async fn flush_loop(db: Db, known: Option<Arc<Known>>, buffer: Weak<AckBuffer>) {
     loop {
         let Some(strong) = buffer.upgrade() else {
             return;
@@ -74,9 +76,17 @@ async fn flush_loop(db: Db, buffer: Weak<AckBuffer>) {
         // round finds no buffer.
         let _ = tokio::time::timeout(FLUSH_INTERVAL, woken).await;
         let taken = std::mem::take(&mut *strong.lock());
-        if !taken.is_empty()
-            && let Err(e) = write(&db, &taken).await
-        {
+        if taken.is_empty() {
+            strong.flushed.notify_waiters();
+            continue;
+        }
+        // Known before written: a read in between must look in the table, not skip it.
+        if let Some(known) = &known {
+            for (user, _) in taken.keys() {
+                known.add_inbox(user);
+            }
+        }
+        if let Err(e) = write(&db, &taken).await {
             tracing::warn!(error = %e, acks = taken.len(), "cannot write inbox acks; retrying");
             // Put them back unless newer ones arrived meanwhile.
             let mut acks = strong.lock();
@@ -153,23 +163,35 @@ impl InboxStore for SqlStore {
     ) -> Result<Option<InboxStart>, StoreError> {
         let key = (user_id.to_owned(), device.to_owned());
         let buffered = self.acks.lock().get(&key).cloned();
-        let own: Option<(String, i64)> = on_db!(&self.reader, pool => {
-            sqlx::query_as(SELECT_DEVICE)
-                .bind(user_id)
-                .bind(device)
-                .fetch_optional(pool)
-                .await
-                .map_err(db_error)?
-        });
+        // A user this process never wrote an ack for has no row (when it alone writes).
+        let stored = self
+            .known
+            .as_ref()
+            .is_none_or(|known| known.has_inbox(user_id));
+        let row: Option<(String, i64, i64, bool)> = match stored {
+            true => on_db!(&self.reader, pool => {
+                sqlx::query_as(SELECT_START)
+                    .bind(user_id)
+                    .bind(device)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db_error)?
+            }),
+            false => None,
+        };
+        let (own, other) = match row {
+            Some((epoch, acked, _, true)) => (Some((epoch, to_u64(acked)?)), None),
+            Some((epoch, acked, at, false)) => (None, Some((to_u64(at)?, to_u64(acked)?, epoch))),
+            None => (None, None),
+        };
         // The buffered ack replaces the written one as the UPSERT will: in another epoch, or
         // when it is further along.
         let own = match (own, buffered) {
             (Some((epoch, acked)), Some(ack)) if ack.epoch == epoch => {
-                Some((epoch, to_u64(acked)?.max(ack.offset)))
+                Some((epoch, acked.max(ack.offset)))
             }
             (_, Some(ack)) => Some((ack.epoch, ack.offset)),
-            (Some((epoch, acked)), None) => Some((epoch, to_u64(acked)?)),
-            (None, None) => None,
+            (own, None) => own,
         };
         if let Some((epoch, offset)) = own {
             return Ok(Some(InboxStart {
@@ -179,22 +201,12 @@ impl InboxStore for SqlStore {
             }));
         }
         // Another device's most recent ack: buffered or written, whichever is newer.
-        let stored: Option<(String, i64, i64)> = on_db!(&self.reader, pool => {
-            sqlx::query_as(SELECT_HIGHEST)
-                .bind(user_id)
-                .fetch_optional(pool)
-                .await
-                .map_err(db_error)?
-        });
-        let mut latest = stored
-            .map(|(epoch, acked, at)| Ok::<_, StoreError>((to_u64(at)?, to_u64(acked)?, epoch)))
-            .transpose()?;
+        let mut latest = other;
         for ((user, _), ack) in self.acks.lock().iter() {
-            if user == user_id
-                && latest
-                    .as_ref()
-                    .is_none_or(|(at, offset, _)| (ack.at, ack.offset) > (*at, *offset))
-            {
+            let newer = latest
+                .as_ref()
+                .is_none_or(|(at, offset, _)| (ack.at, ack.offset) > (*at, *offset));
+            if user == user_id && newer {
                 latest = Some((ack.at, ack.offset, ack.epoch.clone()));
             }
         }

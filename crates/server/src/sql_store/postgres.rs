@@ -43,7 +43,7 @@ impl SqlStore {
         ensure_schema(&pool, schema).await?;
         POSTGRES_MIGRATIONS.run(&pool).await.map_err(unavailable)?;
         tracing::info!(schema, "PostgreSQL publication store ready");
-        SqlStore::finish(Db::Postgres(pool.clone()), Db::Postgres(pool)).await
+        SqlStore::finish(Db::Postgres(pool.clone()), Db::Postgres(pool), false).await
     }
 }
 

@@ -41,7 +41,7 @@ impl SqlStore {
             .await
             .map_err(db_error)?;
         SQLITE_MIGRATIONS.run(&pool).await.map_err(unavailable)?;
-        SqlStore::finish(Db::Sqlite(pool.clone()), Db::Sqlite(pool)).await
+        SqlStore::finish(Db::Sqlite(pool.clone()), Db::Sqlite(pool), true).await
     }
 
     /// Opens `sqlite://path/to/file.db` or `sqlite::memory:`.
@@ -82,7 +82,7 @@ impl SqlStore {
             .await
             .map_err(db_error)?;
         tracing::info!(file = %file.display(), "SQLite publication store ready");
-        SqlStore::finish(Db::Sqlite(writer), Db::Sqlite(reader)).await
+        SqlStore::finish(Db::Sqlite(writer), Db::Sqlite(reader), true).await
     }
 }
 
