@@ -306,6 +306,24 @@ async fn write_postgres(
         return Err(StoreError::Invalid("a channel row was not bumped".into()));
     }
     let publications = publications(appends, &runs)?;
+    insert_postgres(&mut tx, &runs, &publications).await?;
+    for (webhooks, publication) in webhooks.iter().zip(&publications) {
+        if let Some(webhooks) = webhooks {
+            // Same transaction: a publication and its webhooks exist together or not at all.
+            webhook_queue::insert_records!(tx, &webhooks(publication));
+        }
+    }
+    tx.commit().await.map_err(db_error)?;
+    Ok(publications)
+}
+
+/// Inserts a batch's publications with one statement over arrays.
+#[cfg(feature = "postgres")]
+async fn insert_postgres(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    runs: &BTreeMap<Arc<str>, ChannelRun>,
+    publications: &[Arc<Publication>],
+) -> Result<(), StoreError> {
     let rows = publications.len();
     let (mut ids, mut seqs, mut epochs, mut stamps) = (
         Vec::with_capacity(rows),
@@ -337,17 +355,10 @@ async fn write_postgres(
         .bind(&senders)
         .bind(&kinds)
         .bind(&data)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db_error)?;
-    for (webhooks, publication) in webhooks.iter().zip(&publications) {
-        if let Some(webhooks) = webhooks {
-            // Same transaction: a publication and its webhooks exist together or not at all.
-            webhook_queue::insert_records!(tx, &webhooks(publication));
-        }
-    }
-    tx.commit().await.map_err(db_error)?;
-    Ok(publications)
+    Ok(())
 }
 
 #[cfg(feature = "postgres")]
