@@ -32,6 +32,9 @@ pub enum BuildError {
     /// The JWT key could not be loaded.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// A setting is invalid (see [`Config::validate`]).
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
     /// Webhooks are configured, but the store given with
     /// [`TidingsBuilder::publication_store`] keeps no webhook queue.
     #[error(
@@ -129,6 +132,7 @@ impl TidingsBuilder {
 
     /// Builds the node, and starts its retention and webhook tasks.
     pub fn build(self) -> Result<Tidings, BuildError> {
+        self.config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let auth = Authenticator::new(&self.config.jwt)?;
         let mut stores = match self.stores {

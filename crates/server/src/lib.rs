@@ -57,7 +57,8 @@
 //!   `broadcast`, presence, shutdown); [`TidingsBuilder`] builds it.
 //! - `api`: the HTTP API, `/healthz`, `/metrics`, `/api/openapi.json`.
 //! - [`auth`]: JWT verification, token minting, channel policy.
-//! - [`config`]: every setting, with defaults and TOML loading.
+//! - [`config`]: every setting, its defaults, layered loading (file, environment) and
+//!   validation.
 //! - [`errors`]: one error enum per operation, each mapped to a protocol code.
 
 pub mod auth;

@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use figment::Figment;
+use figment::value::Value;
+use tidings_server::config::{ConfigError, ENV_ALIASES, ENV_PREFIX, Override};
 use tidings_server::{Config, Tidings, mint_token};
 
 #[derive(Parser)]
@@ -26,31 +29,33 @@ enum Command {
     Token(TokenArgs),
 }
 
+/// `serve`'s flags. Each one that is given overrides the same setting from the environment,
+/// the file and the defaults (see `overrides`); none restates a default by hand.
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8000].
-    #[arg(long, env = "TIDINGS_BIND")]
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR")]
     bind: Option<String>,
-    /// TOML configuration file (see docs/configuration in the README).
-    #[arg(long, env = "TIDINGS_CONFIG")]
+    /// TOML configuration file: any field of `tidings_server::Config`.
+    #[arg(long, env = "TIDINGS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// HS256 secret that verifies client tokens.
-    #[arg(long, env = "TIDINGS_JWT_SECRET", hide_env_values = true)]
+    #[arg(long, value_name = "SECRET")]
     jwt_secret: Option<String>,
     /// PEM public key (RSA or EC) that verifies RS256/ES256 client tokens.
-    #[arg(long, env = "TIDINGS_JWT_PUBLIC_KEY")]
+    #[arg(long, value_name = "FILE")]
     jwt_public_key: Option<String>,
-    /// Bearer key for the HTTP API.
-    #[arg(long, env = "TIDINGS_API_KEY", hide_env_values = true)]
+    /// Bearer key for the HTTP API (unset: the API answers 401).
+    #[arg(long, value_name = "KEY")]
     api_key: Option<String>,
-    /// Allowed browser origins, comma-separated (default: any).
-    #[arg(long, env = "TIDINGS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    /// Allowed browser origins, comma-separated (unset: any origin).
+    #[arg(long, value_delimiter = ',', value_name = "ORIGINS")]
     allowed_origins: Option<Vec<String>>,
-    /// Directory of the embedded SQLite database [default: ./tidings-data].
-    #[arg(long, env = "TIDINGS_DATA_DIR")]
+    /// Directory of the embedded SQLite database.
+    #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// PostgreSQL (`postgres://...`, for several nodes) or SQLite (`sqlite://...`) URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, value_name = "URL")]
     database_url: Option<String>,
     /// Keep publications in memory only (lost on restart).
     #[arg(long)]
@@ -59,6 +64,55 @@ struct ServeArgs {
     /// survive restarts) and print a ready token and the URLs.
     #[arg(long)]
     dev: bool,
+}
+
+impl ServeArgs {
+    /// The flags that were given, each as the setting it overrides.
+    fn overrides(&self) -> Vec<Override> {
+        let path = |p: &PathBuf| Value::from(p.to_string_lossy().into_owned());
+        let given: [(&str, &str, Option<Value>); 8] = [
+            ("--bind", "bind", self.bind.clone().map(Value::from)),
+            (
+                "--jwt-secret",
+                "jwt.secret",
+                self.jwt_secret.clone().map(Value::from),
+            ),
+            (
+                "--jwt-public-key",
+                "jwt.public_key_pem_file",
+                self.jwt_public_key.clone().map(Value::from),
+            ),
+            (
+                "--api-key",
+                "api_key",
+                self.api_key.clone().map(Value::from),
+            ),
+            (
+                "--allowed-origins",
+                "allowed_origins",
+                self.allowed_origins.clone().map(Value::from),
+            ),
+            (
+                "--data-dir",
+                "storage.data_dir",
+                self.data_dir.as_ref().map(path),
+            ),
+            (
+                "--database-url",
+                "storage.database_url",
+                self.database_url.clone().map(Value::from),
+            ),
+            (
+                "--ephemeral",
+                "storage.ephemeral",
+                self.ephemeral.then_some(Value::from(true)),
+            ),
+        ];
+        given
+            .into_iter()
+            .filter_map(|(flag, key, value)| value.map(|v| Override::new(flag, key, v)))
+            .collect()
+    }
 }
 
 #[derive(Args)]
@@ -82,7 +136,11 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let result = match Cli::parse().command {
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Token(args) => mint_token(&args.secret, &args.sub, args.ttl)
             .map(|token| println!("{token}"))
@@ -97,41 +155,55 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Flags beat environment variables (clap merges those two), which beat the file, which
-/// beats the defaults.
+/// Flags beat `TIDINGS_*` variables, which beat the file, which beats the defaults
+/// (`Config::figment` holds the middle layers).
 fn load_config(args: &ServeArgs) -> Result<Config, String> {
-    let mut config = match &args.config {
-        Some(path) => Config::from_toml_file(path).map_err(|e| e.to_string())?,
-        None => Config::default(),
-    };
-    if let Some(bind) = &args.bind {
-        config.bind.clone_from(bind);
+    for variable in tidings_server::config::ignored_env_vars() {
+        tracing::warn!(%variable, "environment variable ignored: it names no setting");
     }
-    if args.jwt_secret.is_some() {
-        config.jwt.secret.clone_from(&args.jwt_secret);
-    }
-    if args.jwt_public_key.is_some() {
-        config
-            .jwt
-            .public_key_pem_file
-            .clone_from(&args.jwt_public_key);
-    }
-    if args.api_key.is_some() {
-        config.api_key.clone_from(&args.api_key);
-    }
-    if let Some(origins) = &args.allowed_origins {
-        config.allowed_origins.clone_from(origins);
-    }
-    if let Some(dir) = &args.data_dir {
-        config.storage.data_dir.clone_from(dir);
-    }
-    if args.database_url.is_some() {
-        config.storage.database_url.clone_from(&args.database_url);
-    }
-    if args.ephemeral {
-        config.storage.ephemeral = true;
-    }
+    let figment = args
+        .overrides()
+        .into_iter()
+        .fold(Config::figment(args.config.as_deref()), Figment::merge);
+    let config = Config::from_figment(&figment).map_err(invalid)?;
+    config.validate().map_err(invalid)?;
     Ok(config)
+}
+
+fn invalid(error: ConfigError) -> String {
+    format!("invalid configuration: {error}")
+}
+
+/// The command line, with defaults shown from `Config::default()` and the environment
+/// described from the list of variables the library reads.
+fn command() -> clap::Command {
+    let defaults = Config::default();
+    let data_dir = defaults.storage.data_dir.display().to_string();
+    Cli::command().mut_subcommand("serve", |serve| {
+        serve
+            .mut_arg("bind", |arg| with_default(arg, &defaults.bind))
+            .mut_arg("data_dir", |arg| with_default(arg, &data_dir))
+            .after_help(environment_help())
+    })
+}
+
+fn with_default(arg: clap::Arg, default: &str) -> clap::Arg {
+    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+    arg.help(format!("{help} [default: {default}]"))
+}
+
+fn environment_help() -> String {
+    let aliases: Vec<String> = ENV_ALIASES
+        .iter()
+        .map(|alias| format!("  {} = {}", alias.variable, alias.key))
+        .collect();
+    format!(
+        "Settings, weakest first: defaults, the TOML file (--config), environment, flags.\n\
+         Any setting can be set as {ENV_PREFIX}<KEY>, with __ between nested keys, e.g.\n  \
+         {ENV_PREFIX}HEARTBEAT=25s  {ENV_PREFIX}LIMITS__MAX_FRAME_BYTES=131072\n\
+         Also read:\n{}",
+        aliases.join("\n")
+    )
 }
 
 /// Secrets made up by `--dev`, kept so that tokens stay valid across restarts.
@@ -195,34 +267,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .store(store)
         .build()
         .map_err(|e| e.to_string())?;
-    let listener = listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener =
+        tidings_server::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     if args.dev {
         print_dev_banner(&tidings, local);
     }
     tracing::info!(%local, "tidings listening");
-    let app = tidings.router();
-    let stopping = tidings.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            stopping.shutdown().await;
-        })
+    tidings_server::serve(listener, tidings)
         .await
         .map_err(|e| e.to_string())
-}
-
-/// A listener with a large accept backlog, so connection bursts are not refused.
-fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
 }
 
 fn print_dev_banner(tidings: &Tidings, addr: SocketAddr) {
@@ -245,23 +299,37 @@ fn print_dev_banner(tidings: &Tidings, addr: SocketAddr) {
     );
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed_and_shows_the_defaults() {
+        command().debug_assert();
+        let mut serve = command().find_subcommand("serve").cloned().unwrap();
+        let help = serve.render_help().to_string();
+        assert!(help.contains("[default: 127.0.0.1:8000]"), "{help}");
+        assert!(help.contains("TIDINGS_JWT_SECRET = jwt.secret"), "{help}");
+    }
+
+    #[test]
+    fn only_given_flags_override() {
+        let matches = command()
+            .try_get_matches_from(["tidings", "serve", "--bind", "0.0.0.0:9", "--ephemeral"])
+            .unwrap();
+        let Command::Serve(args) = Cli::from_arg_matches(&matches).unwrap().command else {
+            panic!("not serve");
+        };
+        let figment = args
+            .overrides()
+            .into_iter()
+            .fold(Figment::new(), Figment::merge);
+        let config = Config::from_figment(&figment).unwrap();
+        assert_eq!(config.bind, "0.0.0.0:9");
+        assert!(config.storage.ephemeral);
+        assert_eq!(config.storage.data_dir, Config::default().storage.data_dir);
+        assert_eq!(args.overrides().len(), 2);
     }
 }

@@ -179,6 +179,7 @@ async fn a_client_that_never_reads_is_bounded_and_closed_4009() {
 async fn ephemeral_events_are_dropped_not_fatal_for_slow_clients() {
     let mut config = config();
     config.limits.outbound_queue_bytes = 16 * 1024;
+    config.limits.max_frame_bytes = 16 * 1024;
     let server = start_config(config).await;
     let mut slow = server.connect("slow").await;
     slow.subscribe("progress").await;

@@ -75,23 +75,35 @@ async fn flush_loop(db: Db, known: Option<Arc<Known>>, buffer: Weak<AckBuffer>) 
         // Wait for the interval or an early wake. A dropped store ends the loop: the next
         // round finds no buffer.
         let _ = tokio::time::timeout(FLUSH_INTERVAL, woken).await;
-        let taken = std::mem::take(&mut *strong.lock());
-        if taken.is_empty() {
+        // Written from a copy: an ack stays readable in the buffer until its row is
+        // committed, so a reconnect in between never reads an older position.
+        let snapshot = strong.lock().clone();
+        if snapshot.is_empty() {
             strong.flushed.notify_waiters();
             continue;
         }
         // Known before written: a read in between must look in the table, not skip it.
         if let Some(known) = &known {
-            for (user, _) in taken.keys() {
+            for (user, _) in snapshot.keys() {
                 known.add_inbox(user);
             }
         }
-        if let Err(e) = write(&db, &taken).await {
-            tracing::warn!(error = %e, acks = taken.len(), "cannot write inbox acks; retrying");
-            // Put them back unless newer ones arrived meanwhile.
-            let mut acks = strong.lock();
-            for (key, ack) in taken {
-                acks.entry(key).or_insert(ack);
+        match write(&db, &snapshot).await {
+            Ok(()) => {
+                let mut acks = strong.lock();
+                for (key, written) in &snapshot {
+                    let unchanged = acks.get(key).is_some_and(|ack| {
+                        ack.epoch == written.epoch
+                            && ack.offset == written.offset
+                            && ack.at == written.at
+                    });
+                    if unchanged {
+                        acks.remove(key);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, acks = snapshot.len(), "cannot write inbox acks; retrying");
             }
         }
         strong.flushed.notify_waiters();

@@ -1,10 +1,49 @@
-//! Server settings: limits, heartbeats, auth keys, origins. Loaded from TOML, environment and
-//! flags by the binary; built in code by embedders.
+//! Server settings: limits, heartbeats, auth keys, origins, retention, webhooks.
+//!
+//! Every default is written once, in the `Default` impls below; every other source only
+//! overrides what it names. The `tidings` binary layers, from weakest to strongest:
+//! defaults, the TOML file (`--config`), `TIDINGS_*` environment variables, flags
+//! ([`Config::figment`] builds the first three; embedders can do the same, or build a
+//! [`Config`] in code and set its fields).
+//!
+//! In TOML, every field keeps its name; durations carry their unit (`"25s"`, `"500ms"`,
+//! `"7d"`, `"1h 30m"`). The old bare integers still parse, with the unit the field used to
+//! have (milliseconds for heartbeats, shutdown and webhook timings, seconds for retention),
+//! but are deprecated:
+//!
+//! ```toml
+//! bind = "0.0.0.0:8000"
+//! heartbeat = "25s"
+//! history_ttl = "7d"
+//!
+//! [limits]
+//! max_frame_bytes = 65536
+//! ```
+//!
+//! In the environment, `TIDINGS_` plus the key in capitals, with `__` between nested keys:
+//! `TIDINGS_HEARTBEAT=25s`, `TIDINGS_LIMITS__MAX_FRAME_BYTES=131072`. A few short names
+//! are kept from earlier versions (`ENV_ALIASES`; the environment is read with the `env`
+//! feature, which the binary's `cli` feature turns on).
+//!
+//! [`Config::validate`] refuses settings that cannot work (a zero heartbeat, a queue smaller
+//! than a frame, a duration that would overflow a timer) with a message naming the setting.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+mod duration;
+#[cfg(feature = "env")]
+mod env;
+mod error;
+mod load;
+mod validate;
+
+#[cfg(feature = "env")]
+pub use env::{ENV_ALIASES, ENV_PREFIX, EnvAlias, ignored_env_vars};
+pub use error::ConfigError;
+pub use load::Override;
+pub use validate::MAX_TIMER;
 
 /// Everything a Tidings node can be tuned with. `Config::default()` is a safe production
 /// baseline; every field can be set from the TOML file (same names, snake_case).
@@ -19,11 +58,13 @@ pub struct Config {
     pub api_key: Option<String>,
     /// Protection limits.
     pub limits: Limits,
-    /// Server → client WebSocket ping period.
-    #[serde(with = "millis")]
+    /// Server → client WebSocket ping period. A bare integer is milliseconds
+    /// (deprecated).
+    #[serde(deserialize_with = "duration::millis")]
     pub heartbeat: Duration,
-    /// Grace after a missed heartbeat before a silent connection is closed with 4002.
-    #[serde(with = "millis")]
+    /// Grace after a missed heartbeat before a silent connection is closed with 4002. A
+    /// bare integer is milliseconds (deprecated).
+    #[serde(deserialize_with = "duration::millis")]
     pub heartbeat_timeout: Duration,
     /// Browser origins allowed to connect (`Origin` header); empty allows every origin.
     /// Entries are exact (`https://app.example.com`) or `*` for any.
@@ -36,8 +77,9 @@ pub struct Config {
     /// Publications kept per channel for recovery and history, unless a channel class says
     /// otherwise.
     pub history_size: usize,
-    /// How long publications are kept, unless a channel class says otherwise.
-    #[serde(with = "secs")]
+    /// How long publications are kept, unless a channel class says otherwise. A bare
+    /// integer is seconds (deprecated).
+    #[serde(deserialize_with = "duration::secs")]
     pub history_ttl: Duration,
     /// Channel classes by name pattern; the first matching class applies.
     pub channels: Vec<ChannelClass>,
@@ -47,17 +89,45 @@ pub struct Config {
     pub webhooks: Vec<WebhookEndpoint>,
     /// Timing of webhook deliveries.
     pub webhook_delivery: WebhookDelivery,
-    /// How often retention is enforced (the background task prunes every class).
-    #[serde(with = "secs")]
+    /// How often retention is enforced (the background task prunes every class). A bare
+    /// integer is seconds (deprecated).
+    #[serde(deserialize_with = "duration::secs")]
     pub retention_interval: Duration,
-    /// How long shutdown waits for connections to close before giving up.
-    #[serde(with = "millis")]
+    /// How long shutdown waits for connections to close before giving up. A bare integer
+    /// is milliseconds (deprecated).
+    #[serde(deserialize_with = "duration::millis")]
     pub shutdown_deadline: Duration,
-    /// Upper bound of the jittered `reconnect_after_ms` sent in `shutdown` frames.
-    #[serde(with = "millis")]
+    /// Upper bound of the jittered `reconnect_after_ms` sent in `shutdown` frames, so that
+    /// clients do not all come back at once. A bare integer is milliseconds (deprecated).
+    #[serde(deserialize_with = "duration::millis")]
     pub shutdown_reconnect_spread: Duration,
     /// Default channel policy of the standalone binary.
     pub policy: Policy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: "127.0.0.1:8000".to_owned(),
+            jwt: JwtConfig::default(),
+            api_key: None,
+            limits: Limits::default(),
+            heartbeat: Duration::from_secs(25),
+            heartbeat_timeout: Duration::from_secs(10),
+            allowed_origins: Vec::new(),
+            presence_events_max_members: 100,
+            history_size: 1000,
+            history_ttl: Duration::from_secs(7 * 24 * 3600),
+            channels: Vec::new(),
+            storage: Storage::default(),
+            retention_interval: Duration::from_secs(60),
+            webhooks: Vec::new(),
+            webhook_delivery: WebhookDelivery::default(),
+            shutdown_deadline: Duration::from_secs(10),
+            shutdown_reconnect_spread: Duration::from_secs(5),
+            policy: Policy::default(),
+        }
+    }
 }
 
 /// A class of channels chosen by name: `ticket:*` (prefix) or an exact name.
@@ -66,7 +136,7 @@ pub struct Config {
 /// [[channels]]
 /// pattern = "ticket:*"
 /// history_size = 1000
-/// history_ttl = 2592000   # seconds (30 days)
+/// history_ttl = "30d"
 ///
 /// [[channels]]
 /// pattern = "progress:*"
@@ -83,8 +153,9 @@ pub struct ChannelClass {
     /// Publications kept per channel; the node default when absent.
     #[serde(default)]
     pub history_size: Option<usize>,
-    /// Seconds publications are kept; the node default when absent.
-    #[serde(default, with = "opt_secs")]
+    /// How long publications are kept; the node default when absent. A bare integer is
+    /// seconds (deprecated).
+    #[serde(default, deserialize_with = "duration::opt_secs")]
     pub history_ttl: Option<Duration>,
 }
 
@@ -100,7 +171,7 @@ pub struct ChannelClass {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookEndpoint {
-    /// Where to POST.
+    /// Where to POST (`http://` or `https://`).
     pub url: String,
     /// HMAC-SHA256 key of the signature header.
     pub secret: String,
@@ -113,23 +184,32 @@ pub struct WebhookEndpoint {
     pub channels: Vec<String>,
 }
 
-/// Retry and timeout policy of webhook deliveries.
+/// Retry and timeout policy of webhook deliveries. A bare integer in any of its durations
+/// is milliseconds (deprecated).
+///
+/// ```toml
+/// [webhook_delivery]
+/// timeout = "10s"
+/// retry_min = "1s"       # doubles per attempt, with jitter...
+/// retry_max = "5m"       # ...up to this
+/// max_attempts = 25
+/// ```
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookDelivery {
     /// Per request.
-    #[serde(with = "millis")]
+    #[serde(deserialize_with = "duration::millis")]
     pub timeout: Duration,
     /// First retry delay; doubles per attempt (with jitter) up to `retry_max`.
-    #[serde(with = "millis")]
+    #[serde(deserialize_with = "duration::millis")]
     pub retry_min: Duration,
     /// Longest retry delay.
-    #[serde(with = "millis")]
+    #[serde(deserialize_with = "duration::millis")]
     pub retry_max: Duration,
     /// Attempts before an event is given up (logged and counted).
     pub max_attempts: u32,
     /// How often the worker looks for due deliveries when idle.
-    #[serde(with = "millis")]
+    #[serde(deserialize_with = "duration::millis")]
     pub poll_interval: Duration,
 }
 
@@ -167,6 +247,88 @@ impl Default for Storage {
     }
 }
 
+/// JWT verification keys. Exactly one kind is used: an HMAC secret (HS256) or a PEM public
+/// key (RS256 / ES256).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// HS256 shared secret.
+    pub secret: Option<String>,
+    /// Path to an RSA or EC public key in PEM (RS256 / ES256).
+    pub public_key_pem_file: Option<String>,
+    /// Required `aud` claim, if any.
+    pub audience: Option<String>,
+    /// Required `iss` claim, if any.
+    pub issuer: Option<String>,
+}
+
+/// Limits that keep one client from hurting the others.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted frame in bytes; larger closes with 4413.
+    pub max_frame_bytes: usize,
+    /// Sustained frames per second per connection.
+    pub rate_per_second: u32,
+    /// Burst above the sustained rate (0: the same as `rate_per_second`).
+    pub rate_burst: u32,
+    /// Rate-limit violations within one second of each other before the connection is closed
+    /// with 4008 (each earlier one gets an `error` 4008).
+    pub rate_violations_before_close: u32,
+    /// Channels one connection may hold (not counting its personal channel).
+    pub max_subscriptions: usize,
+    /// Simultaneous connections per user on this node; 0 = unlimited.
+    pub max_connections_per_user: usize,
+    /// Bytes of frames queued for one connection; past it ephemeral frames are dropped and a
+    /// must-deliver frame closes the connection with 4009. At least `max_frame_bytes`, so
+    /// that the largest frame fits.
+    pub outbound_queue_bytes: usize,
+    /// Frames queued for one connection (same rules as the byte bound).
+    pub outbound_queue_frames: usize,
+    /// WebSocket read buffer per connection, and the most one socket read takes in. Every
+    /// connection holds it for life, so it is small (1 KiB: 3 KB less per idle connection
+    /// than 4 KiB); clients send small frames, and a bigger one is read in several reads.
+    pub read_buffer_bytes: usize,
+    /// Bytes collected before a socket write; frames beyond are still flushed at once.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 64 * 1024,
+            rate_per_second: 50,
+            rate_burst: 100,
+            rate_violations_before_close: 20,
+            max_subscriptions: 128,
+            max_connections_per_user: 64,
+            outbound_queue_bytes: 1024 * 1024,
+            outbound_queue_frames: 4096,
+            read_buffer_bytes: 1024,
+            write_buffer_bytes: 32 * 1024,
+        }
+    }
+}
+
+/// The standalone binary's channel policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// Whether users may publish from their connections (the back end always may).
+    pub client_publish: bool,
+    /// Whether a user may subscribe to another user's `user:{id}` channel.
+    pub foreign_user_channels: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            client_publish: true,
+            foreign_user_channels: false,
+        }
+    }
+}
+
 /// The retention and class that apply to one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
@@ -197,207 +359,34 @@ impl Config {
     }
 }
 
-/// JWT verification keys. Exactly one kind is used: an HMAC secret (HS256) or a PEM public
-/// key (RS256 / ES256).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct JwtConfig {
-    /// HS256 shared secret.
-    pub secret: Option<String>,
-    /// Path to an RSA or EC public key in PEM (RS256 / ES256).
-    pub public_key_pem_file: Option<String>,
-    /// Required `aud` claim, if any.
-    pub audience: Option<String>,
-    /// Required `iss` claim, if any.
-    pub issuer: Option<String>,
-}
-
-/// Limits that keep one client from hurting the others.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
-    /// Largest accepted frame in bytes; larger closes with 4413.
-    pub max_frame_bytes: usize,
-    /// Sustained frames per second per connection.
-    pub rate_per_second: u32,
-    /// Burst above the sustained rate.
-    pub rate_burst: u32,
-    /// Rate-limit violations within one second of each other before the connection is closed
-    /// with 4008 (each earlier one gets an `error` 4008).
-    pub rate_violations_before_close: u32,
-    /// Channels one connection may hold (not counting its personal channel).
-    pub max_subscriptions: usize,
-    /// Simultaneous connections per user on this node; 0 = unlimited.
-    pub max_connections_per_user: usize,
-    /// Bytes of frames queued for one connection; past it ephemeral frames are dropped and a
-    /// must-deliver frame closes the connection with 4009.
-    pub outbound_queue_bytes: usize,
-    /// Frames queued for one connection (same rules as the byte bound).
-    pub outbound_queue_frames: usize,
-    /// WebSocket read buffer per connection, and the most one socket read takes in. Every
-    /// connection holds it for life, so it is small (1 KiB: 3 KB less per idle connection
-    /// than 4 KiB); clients send small frames, and a bigger one is read in several reads.
-    pub read_buffer_bytes: usize,
-    /// Bytes collected before a socket write; frames beyond are still flushed at once.
-    pub write_buffer_bytes: usize,
-}
-
-/// The standalone binary's channel policy.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Policy {
-    /// Whether users may publish from their connections (the back end always may).
-    pub client_publish: bool,
-    /// Whether a user may subscribe to another user's `user:{id}` channel.
-    pub foreign_user_channels: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            bind: "127.0.0.1:8000".to_owned(),
-            jwt: JwtConfig::default(),
-            api_key: None,
-            limits: Limits::default(),
-            heartbeat: Duration::from_secs(25),
-            heartbeat_timeout: Duration::from_secs(10),
-            allowed_origins: Vec::new(),
-            presence_events_max_members: 100,
-            history_size: 1000,
-            history_ttl: Duration::from_secs(7 * 24 * 3600),
-            channels: Vec::new(),
-            storage: Storage::default(),
-            retention_interval: Duration::from_secs(60),
-            webhooks: Vec::new(),
-            webhook_delivery: WebhookDelivery::default(),
-            shutdown_deadline: Duration::from_secs(10),
-            shutdown_reconnect_spread: Duration::from_secs(5),
-            policy: Policy::default(),
-        }
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_frame_bytes: 64 * 1024,
-            rate_per_second: 50,
-            rate_burst: 100,
-            rate_violations_before_close: 20,
-            max_subscriptions: 128,
-            max_connections_per_user: 64,
-            outbound_queue_bytes: 1024 * 1024,
-            outbound_queue_frames: 4096,
-            read_buffer_bytes: 1024,
-            write_buffer_bytes: 32 * 1024,
-        }
-    }
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            client_publish: true,
-            foreign_user_channels: false,
-        }
-    }
-}
-
-/// Why a configuration file could not be used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for [`Config`].
-    #[error("invalid config {path}: {source}")]
-    Parse {
-        /// The file.
-        path: String,
-        /// What was wrong.
-        source: toml::de::Error,
-    },
-}
-
-impl Config {
-    /// Reads a TOML file; absent keys keep their defaults.
-    pub fn from_toml_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.display().to_string(),
-            source,
-        })
-    }
-}
-
-/// Retention times in TOML are integer seconds (`history_ttl = 604800`).
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_secs)
-    }
-}
-
-mod opt_secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        Option::<u64>::deserialize(d).map(|s| s.map(Duration::from_secs))
-    }
-}
-
-/// Durations in TOML are integer milliseconds (`heartbeat = 25000`).
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
-    fn toml_overrides_only_what_it_names() -> Result<(), toml::de::Error> {
-        let config: Config = toml::from_str(
-            "api_key = \"k\"\nheartbeat = 1000\n[limits]\nmax_frame_bytes = 10\n[jwt]\nsecret = \"s\"\n",
-        )?;
+    fn toml_overrides_only_what_it_names() {
+        let config = Config::from_toml_str(
+            "api_key = \"k\"\nheartbeat = \"1s\"\n[limits]\nmax_frame_bytes = 10\n[jwt]\nsecret = \"s\"\n",
+        )
+        .unwrap();
         assert_eq!(config.api_key.as_deref(), Some("k"));
         assert_eq!(config.heartbeat, Duration::from_secs(1));
         assert_eq!(config.limits.max_frame_bytes, 10);
         assert_eq!(config.limits.rate_burst, Limits::default().rate_burst);
         assert_eq!(config.jwt.secret.as_deref(), Some("s"));
-        assert!(toml::from_str::<Config>("nonsense = 1").is_err());
-        Ok(())
+        assert!(Config::from_toml_str("nonsense = 1").is_err());
     }
 
     #[test]
-    fn channel_classes_match_in_order_and_fill_defaults() -> Result<(), toml::de::Error> {
-        let config: Config = toml::from_str(
-            "history_ttl = 60\n[storage]\nephemeral = true\n\
+    fn channel_classes_match_in_order_and_fill_defaults() {
+        let config = Config::from_toml_str(
+            "history_ttl = \"1m\"\n[storage]\nephemeral = true\n\
              [[channels]]\npattern = \"ticket:*\"\nhistory_size = 5\n\
              [[channels]]\npattern = \"progress:*\"\nephemeral = true\n",
-        )?;
+        )
+        .unwrap();
         assert!(config.storage.ephemeral);
         let ticket = config.retention("ticket:9");
         assert_eq!((ticket.ephemeral, ticket.history_size), (false, 5));
@@ -405,6 +394,10 @@ mod tests {
         assert!(config.retention("progress:upload-1").ephemeral);
         let other = config.retention("lobby");
         assert_eq!((other.ephemeral, other.history_size), (false, 1000));
-        Ok(())
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        Config::default().validate().unwrap();
     }
 }
