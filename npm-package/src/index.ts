@@ -168,10 +168,13 @@ export interface TidingsClientOptions extends WasmClientOptions {
  */
 export type WasmSource = string | object;
 
-/** What the wasm-bindgen classes are underneath their overloaded declarations. */
+/** What the wasm-bindgen classes are underneath their overloaded declarations. The
+ * registry of listeners is theirs: `onListener` registers a wrapper under the application's
+ * listener, which `offListener` then finds. */
 interface RawTarget {
-  on(type: string, handler: (first: unknown, second: unknown) => void): number;
+  onListener(type: string, handler: (first: unknown, second: unknown) => void, listener: unknown): number;
   off(id: number): void;
+  offListener(type: string, listener: unknown): void;
 }
 interface RawClient extends RawTarget {
   publish(channel: string, event: { type: string; data: unknown }, options?: PublishOptions): Promise<PublishReply>;
@@ -217,6 +220,17 @@ function tidingsError(kind: "closed" | "transport", message: string, code?: numb
   return error;
 }
 
+/** `run`, at most once. */
+function runOnce(run: () => void): Off {
+  let done = false;
+  return () => {
+    if (!done) {
+      done = true;
+      run();
+    }
+  };
+}
+
 /** Calls `listener` with the arguments the wasm handler gets, reordered for `state`. */
 function adapt(type: string, listener: (...args: never[]) => void): (first: unknown, second: unknown) => void {
   const call = listener as (...args: unknown[]) => void;
@@ -224,50 +238,6 @@ function adapt(type: string, listener: (...args: never[]) => void): (first: unkn
     return (change, state) => call(state, change);
   }
   return (first, second) => call(first, second);
-}
-
-/** The listeners of one object, so `off(type, listener)` finds what `on` registered. */
-class Listeners {
-  readonly #offs = new Map<string, Map<unknown, Off[]>>();
-
-  add(type: string, listener: unknown, off: Off): Off {
-    let byListener = this.#offs.get(type);
-    if (byListener === undefined) {
-      byListener = new Map();
-      this.#offs.set(type, byListener);
-    }
-    const offs = byListener.get(listener) ?? [];
-    offs.push(off);
-    byListener.set(listener, offs);
-    let done = false;
-    return () => {
-      if (done) {
-        return;
-      }
-      done = true;
-      off();
-      const list = this.#offs.get(type)?.get(listener);
-      if (list !== undefined) {
-        const index = list.indexOf(off);
-        if (index >= 0) {
-          list.splice(index, 1);
-        }
-        if (list.length === 0) {
-          this.#offs.get(type)?.delete(listener);
-        }
-      }
-    };
-  }
-
-  /** Removes the listener's earliest remaining registration for `type`. */
-  remove(type: string, listener: unknown): void {
-    const list = this.#offs.get(type)?.get(listener);
-    const off = list?.shift();
-    if (list !== undefined && list.length === 0) {
-      this.#offs.get(type)?.delete(listener);
-    }
-    off?.();
-  }
 }
 
 /**
@@ -282,9 +252,8 @@ export class TidingsClient<E extends object = Record<never, never>> {
   readonly url: string;
   #raw: WasmClient | undefined;
   #closed = false;
-  /** Work waiting for the WebAssembly module (first use in a browser). */
+  /** Work waiting for the WebAssembly module (first use in a browser), in order. */
   #waiting: Array<(raw: WasmClient | Error) => void> = [];
-  readonly #listeners = new Listeners();
 
   /**
    * Starts a client of `url` (`ws://` or `wss://`). It connects in the background; every
@@ -371,18 +340,19 @@ export class TidingsClient<E extends object = Record<never, never>> {
    */
   on<K extends keyof ClientEvents | EventType<E>>(type: K, listener: Listener<ClientEvents, E, K>): Off {
     let id: number | undefined;
-    let removed = false;
     this.#with((raw) => {
-      if (!removed && !(raw instanceof Error)) {
-        id = (raw as unknown as RawTarget).on(type, adapt(type, listener));
+      if (!(raw instanceof Error)) {
+        id = (raw as unknown as RawTarget).onListener(type, adapt(type, listener), listener);
       }
     });
-    return this.#listeners.add(type, listener, () => {
-      removed = true;
-      if (id !== undefined) {
-        this.#raw?.off(id);
-      }
-    });
+    // Queued behind the registration when the module is still loading.
+    return runOnce(() =>
+      this.#with((raw) => {
+        if (!(raw instanceof Error) && id !== undefined) {
+          raw.off(id);
+        }
+      }),
+    );
   }
 
   /** Calls `listener` for the next event of this kind only. */
@@ -397,7 +367,11 @@ export class TidingsClient<E extends object = Record<never, never>> {
 
   /** Removes a listener `on` added (its earliest registration for `type`). */
   off<K extends keyof ClientEvents | EventType<E>>(type: K, listener: Listener<ClientEvents, E, K>): void {
-    this.#listeners.remove(type, listener);
+    this.#with((raw) => {
+      if (!(raw instanceof Error)) {
+        (raw as unknown as RawTarget).offListener(type, listener);
+      }
+    });
   }
 
   /**
@@ -487,7 +461,6 @@ export class TidingsClient<E extends object = Record<never, never>> {
 export class Subscription<E extends object = Record<never, never>> {
   readonly #raw: WasmSubscription;
   readonly #client: TidingsClient<E>;
-  readonly #listeners = new Listeners();
 
   /** Made by `TidingsClient.subscribe`. */
   constructor(raw: WasmSubscription, client: TidingsClient<E>) {
@@ -511,8 +484,8 @@ export class Subscription<E extends object = Record<never, never>> {
    * `subscribed`, `unsubscribed`, `presence` and `typing` events. Returns its `off`.
    */
   on<K extends keyof SubscriptionEvents | EventType<E>>(type: K, listener: Listener<SubscriptionEvents, E, K>): Off {
-    const id = (this.#raw as unknown as RawTarget).on(type, adapt(type, listener));
-    return this.#listeners.add(type, listener, () => this.#raw.off(id));
+    const id = (this.#raw as unknown as RawTarget).onListener(type, adapt(type, listener), listener);
+    return runOnce(() => this.#raw.off(id));
   }
 
   /** Calls `listener` for the next event of this kind only. */
@@ -527,7 +500,7 @@ export class Subscription<E extends object = Record<never, never>> {
 
   /** Removes a listener `on` added (its earliest registration for `type`). */
   off<K extends keyof SubscriptionEvents | EventType<E>>(type: K, listener: Listener<SubscriptionEvents, E, K>): void {
-    this.#listeners.remove(type, listener);
+    (this.#raw as unknown as RawTarget).offListener(type, listener);
   }
 
   /** Publishes `event` on this channel (queued while disconnected). */

@@ -61,26 +61,40 @@ export function stopProcess(child) {
   });
 }
 
-/** `tidings serve --dev` on a free port in a temporary directory. */
-export async function startTidings() {
-  const dir = tempDir("tidings-typetest-");
+/**
+ * `tidings serve --dev` on a free port in a temporary directory; or, with `again` (a server
+ * this returned and `kill`ed), the same server started anew on its port and directory: the
+ * same data and dev secrets, so its tokens stay valid.
+ */
+export async function startTidings(again) {
+  const dir = again?.dir ?? tempDir("tidings-typetest-");
   writeFileSync(join(dir, "tidings.toml"), "shutdown_deadline = 1000\n");
   const binary = join(root, "target", "release", "tidings");
   const { child, found } = await startProcess(
     binary,
-    ["serve", "--dev", "--bind", "127.0.0.1:0", "--config", join(dir, "tidings.toml")],
+    ["serve", "--dev", "--bind", `127.0.0.1:${again?.port ?? 0}`, "--config", join(dir, "tidings.toml")],
     {
       cwd: dir,
       wanted: [/dev server on (http:\/\/127\.0\.0\.1:\d+)/, /\/ws\?token=(\S+)/, /HTTP API key: (\S+)/],
-      logFile: join(dir, "tidings.log"),
+      logFile: join(dir, `tidings-${Date.now()}.log`),
     },
   );
   const [http, token, apiKey] = found;
   return {
+    dir,
+    port: Number(new URL(http).port),
     http,
     ws: `${http.replace("http:", "ws:")}/ws`,
     token,
     apiKey,
+    /** SIGKILL: no shutdown frame, no close, nothing flushed that was not committed. */
+    kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+      return new Promise((resolvePromise) => {
+        child.once("exit", () => resolvePromise());
+        child.kill("SIGKILL");
+      });
+    },
     async stop() {
       await stopProcess(child);
       rmSync(dir, { recursive: true, force: true });

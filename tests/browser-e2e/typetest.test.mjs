@@ -1,14 +1,17 @@
 // The packed @tidings/client in a fresh TypeScript project (typetest/): npm installs the
 // tarball, `tsc --strict --noEmit` accepts the program and every `@ts-expect-error` line
 // (so each of those lines is an error), without the directives exactly those lines fail,
-// and the compiled program runs in Node 20 with `ws` against a real `tidings serve --dev`.
+// and the compiled program runs in Node 20 with `ws` against a real `tidings serve --dev`;
+// another program (typetest/restart.mjs) lives through its server being SIGKILLed and
+// started again on the same port.
 //
 // Needs: target/npm/tidings-client-*.tgz (scripts/build-npm), target/release/tidings.
+import { spawn } from "node:child_process";
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { cpSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { root, run, startTidings, tempDir } from "./lib.mjs";
+import { publish, root, run, startTidings, tempDir } from "./lib.mjs";
 
 const tarball = join(
   root,
@@ -21,7 +24,7 @@ let server;
 
 before(async () => {
   project = tempDir("tidings-typetest-project-");
-  for (const file of ["package.json", "tsconfig.json", "main.ts"]) {
+  for (const file of ["package.json", "tsconfig.json", "main.ts", "restart.mjs"]) {
     cpSync(join(root, "tests", "browser-e2e", "typetest", file), join(project, file));
   }
   const manifest = join(project, "package.json");
@@ -92,4 +95,81 @@ test("the compiled program runs in Node 20 with ws against a real server", async
   });
   assert.match(output, /notification on user:dev \(success\): Report ready/);
   assert.match(output, /typetest ok/);
+});
+
+/** A running Node program whose stdout lines are JSON objects, collected as they come. */
+function startProgram(file, env) {
+  const child = spawn(process.execPath, [file], { cwd: project, env: { ...process.env, ...env } });
+  const lines = [];
+  let pending = "";
+  let errors = "";
+  child.stdout.on("data", (chunk) => {
+    pending += chunk;
+    const complete = pending.split("\n");
+    pending = complete.pop();
+    for (const line of complete) if (line.trim()) lines.push(JSON.parse(line));
+  });
+  child.stderr.on("data", (chunk) => (errors += chunk));
+  const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  /** Resolves with the lines once `check(lines)` holds; fails if the program exits first. */
+  const until = async (what, check) => {
+    for (let i = 0; i < 1000; i++) {
+      if (check(lines)) return lines;
+      assert.equal(child.exitCode, null, `the program exited while waiting for ${what}:\n${errors}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.fail(`timed out waiting for ${what}: ${JSON.stringify(lines)}\n${errors}`);
+  };
+  return { child, lines, until, exited, errors: () => errors };
+}
+
+test("a Node program lives through a server restart: reconnects, recovers, nothing twice", async () => {
+  let node = await startTidings();
+  const channel = "restart:room";
+  const program = startProgram("restart.mjs", {
+    TIDINGS_URL: node.ws,
+    TIDINGS_TOKEN: node.token,
+    TIDINGS_CHANNEL: channel,
+  });
+  const chat = (n) => ({ type: "chat_message", data: { id: `m${n}`, content: `message ${n}` } });
+  const messages = (lines) => lines.filter((l) => l.message !== undefined);
+  try {
+    await program.until("ready", (lines) => lines.some((l) => l.ready));
+    for (const n of [1, 2, 3]) await publish(node.http, node.apiKey, channel, chat(n));
+    await program.until("the first three messages", (lines) => messages(lines).length === 3);
+
+    await node.kill();
+    // The drop, then at least one reconnect refused (ECONNREFUSED): `ws` reports it as an
+    // `error` event, which ends a program that has no listener for it.
+    const dropped = program.lines.length;
+    await program.until("a refused reconnect", (lines) =>
+      lines.slice(dropped).filter((l) => l.change === "disconnected").length >= 2,
+    );
+
+    node = await startTidings(node);
+    // Published while the program may still be away: recovered on resubscribe, or live.
+    for (const n of [4, 5, 6]) await publish(node.http, node.apiKey, channel, chat(n));
+    const lines = await program.until(
+      "six messages and the recovered subscription",
+      (all) => messages(all).length >= 6 && all.some((l) => l.subscribed?.recovered === true),
+    );
+    assert.equal(program.child.exitCode, null, "the program keeps running");
+    assert.deepEqual(
+      messages(lines).map((l) => [l.message, l.offset]),
+      [1, 2, 3, 4, 5, 6].map((n) => [`m${n}`, n]),
+      "every message once, in order",
+    );
+    const restored = lines.find((l) => l.subscribed !== undefined);
+    assert.equal(restored.subscribed.channel, channel);
+    assert.equal(restored.subscribed.recovered, true);
+    assert.ok(lines.filter((l) => l.state === "connected").length >= 1, JSON.stringify(lines));
+
+    program.child.stdin.end();
+    const { code } = await program.exited;
+    assert.equal(code, 0, program.errors());
+    assert.deepEqual(program.lines.at(-1), { closed: "closed" });
+  } finally {
+    program.child.kill("SIGKILL");
+    await node.stop();
+  }
 });

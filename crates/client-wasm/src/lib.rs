@@ -40,9 +40,13 @@
 //! ## Modules
 //! - [`core`]: the sans-I/O state machine every driver shares — connection states, backoff,
 //!   heartbeat, close-code policy, subscriptions with recovery and gap detection, request
-//!   ids and timeouts, the offline publish queue. No sockets, clocks or runtime: it builds
-//!   for `wasm32-unknown-unknown`, and its tests run it with a fake transport and clock.
-//!   Public so other drivers (the browser one, a test harness) can be written against it.
+//!   ids and timeouts, the offline publish queue — and around it the [`core::Session`]: the
+//!   one list of operations ([`core::Operation`]), who waits for each result, readiness for
+//!   `connect`, and which handlers hear an event ([`core::Handlers`]). No sockets, clocks or
+//!   runtime: it builds for `wasm32-unknown-unknown`, and its tests run it with a fake
+//!   transport and clock. The shapes non-Rust applications see are the serde forms of its
+//!   types ([`core::view`] for the few that are not one of them). Public so other drivers
+//!   can be written against it.
 //! - [`native`] (not on wasm32; its items are re-exported here): [`Client`],
 //!   [`ClientBuilder`] and [`Subscription`], a tokio + tokio-tungstenite driver of the core:
 //!   one task per client owns the socket, the timers and the handlers.
@@ -64,7 +68,7 @@ pub mod native;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 
-pub use error::ClientError;
+pub use error::{ClientError, ErrorInfo, ErrorKind};
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::{Client, ClientBuilder, HandlerId, Subscription};
 #[cfg(target_arch = "wasm32")]

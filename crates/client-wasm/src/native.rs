@@ -26,11 +26,12 @@ use tidings_protocol::messages::{HistoryPage, Member};
 use tidings_protocol::{Code, Delivery, Event, RawEvent};
 
 use crate::ClientError;
+pub use crate::core::HandlerId;
 use crate::core::{
-    Auth, Backoff, ClientEvent, Completion, Config, ConnectionEvent, Publication, PublishReply,
-    State, Subscribed,
+    Auth, Backoff, ClientEvent, Completion, Config, ConnectionEvent, Listen, Operation,
+    Publication, PublishReply, State, Subscribed,
 };
-use handlers::Handler;
+use handlers::HandlerFn;
 
 /// An async function returning a fresh token, called before every connect attempt.
 type TokenProvider =
@@ -41,30 +42,9 @@ type ReplyTo = oneshot::Sender<Result<Completion, ClientError>>;
 
 /// What a handle asks of the driver task.
 enum Command {
-    Subscribe {
-        channel: String,
-        events: Option<Vec<String>>,
-        reply: ReplyTo,
-    },
-    Unsubscribe {
-        channel: String,
-        reply: ReplyTo,
-    },
-    Publish {
-        channel: String,
-        event: RawEvent,
-        delivery: Option<Delivery>,
-        reply: ReplyTo,
-    },
-    Presence {
-        channel: String,
-        reply: ReplyTo,
-    },
-    History {
-        channel: String,
-        since: Option<u64>,
-        before: Option<u64>,
-        limit: Option<u32>,
+    /// An operation with a result (subscribe, publish, presence, ...).
+    Perform {
+        operation: Operation,
         reply: ReplyTo,
     },
     Typing {
@@ -72,7 +52,9 @@ enum Command {
     },
     AddHandler {
         id: HandlerId,
-        handler: Handler,
+        listen: Listen,
+        channel: Option<String>,
+        call: HandlerFn,
     },
     RemoveHandler {
         id: HandlerId,
@@ -84,10 +66,6 @@ enum Command {
         done: oneshot::Sender<()>,
     },
 }
-
-/// Identifies a registered handler, for [`Client::off`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct HandlerId(u64);
 
 /// Configures and starts a [`Client`]; from [`Client::builder`].
 #[must_use = "a builder does nothing until `connect` or `start`"]
@@ -255,21 +233,26 @@ impl Client {
         self.shared.commands.send(command).is_ok()
     }
 
-    /// Sends a command carrying a reply channel and waits for the result.
-    async fn request(
-        &self,
-        command: impl FnOnce(ReplyTo) -> Command,
-    ) -> Result<Completion, ClientError> {
+    /// Starts `operation` in the driver task and waits for its result.
+    async fn perform(&self, operation: Operation) -> Result<Completion, ClientError> {
         let (reply, result) = oneshot::channel();
-        if !self.send(command(reply)) {
+        if !self.send(Command::Perform { operation, reply }) {
             return Err(ended());
         }
         result.await.unwrap_or_else(|_| Err(ended()))
     }
 
-    fn add_handler(&self, handler: Handler) -> HandlerId {
-        let id = HandlerId(self.shared.next_handler.fetch_add(1, Ordering::Relaxed));
-        self.send(Command::AddHandler { id, handler });
+    fn add_handler(
+        &self,
+        (listen, channel, call): (Listen, Option<String>, HandlerFn),
+    ) -> HandlerId {
+        let id = HandlerId::from_raw(self.shared.next_handler.fetch_add(1, Ordering::Relaxed));
+        self.send(Command::AddHandler {
+            id,
+            listen,
+            channel,
+            call,
+        });
         id
     }
 
@@ -277,25 +260,25 @@ impl Client {
     /// per channel. Publications of other types are skipped; one that does not decode as
     /// `E` is reported as a [`ConnectionEvent::Error`].
     pub fn on<E: Event>(&self, handler: impl FnMut(E) + Send + 'static) -> HandlerId {
-        self.add_handler(Handler::typed::<E>(None, handler))
+        self.add_handler(handlers::typed::<E>(None, handler))
     }
 
     /// Calls `handler` with every publication on any channel, undecoded, with its channel,
     /// offset, epoch and sender.
     pub fn on_publication(&self, handler: impl FnMut(&Publication) + Send + 'static) -> HandlerId {
-        self.add_handler(Handler::raw(None, handler))
+        self.add_handler(handlers::raw(None, handler))
     }
 
     /// Calls `handler` with every connection change: connecting, connected, disconnected
     /// {code, reason}, reconnecting {attempt, delay}, closed {code, reason}, error.
     pub fn on_state(&self, handler: impl FnMut(&ConnectionEvent) + Send + 'static) -> HandlerId {
-        self.add_handler(Handler::Connection(Box::new(handler)))
+        self.add_handler(handlers::connection(handler))
     }
 
     /// Calls `handler` with every client event (the above, plus subscriptions restored or
     /// lost, presence changes and typing notices).
     pub fn on_event(&self, handler: impl FnMut(&ClientEvent) + Send + 'static) -> HandlerId {
-        self.add_handler(Handler::Event(Box::new(handler)))
+        self.add_handler(handlers::every(handler))
     }
 
     /// Removes a handler.
@@ -343,16 +326,12 @@ impl Client {
         event: RawEvent,
         delivery: Option<Delivery>,
     ) -> Result<PublishReply, ClientError> {
-        let channel = channel.into();
-        let result = self
-            .request(|reply| Command::Publish {
-                channel,
-                event,
-                delivery,
-                reply,
-            })
-            .await?;
-        match result {
+        let operation = Operation::Publish {
+            channel: channel.into(),
+            event,
+            delivery,
+        };
+        match self.perform(operation).await? {
             Completion::Published(reply) => Ok(reply),
             other => Err(unexpected(&other)),
         }
@@ -361,10 +340,7 @@ impl Client {
     /// The members of `channel` (needs a live connection).
     pub async fn presence(&self, channel: impl Into<String>) -> Result<Vec<Member>, ClientError> {
         let channel = channel.into();
-        match self
-            .request(|reply| Command::Presence { channel, reply })
-            .await?
-        {
+        match self.perform(Operation::Presence { channel }).await? {
             Completion::Presence { members, .. } => Ok(members),
             other => Err(unexpected(&other)),
         }
@@ -380,15 +356,13 @@ impl Client {
         before: Option<u64>,
         limit: Option<u32>,
     ) -> Result<HistoryPage, ClientError> {
-        let channel = channel.into();
-        let command = |reply| Command::History {
-            channel,
+        let operation = Operation::History {
+            channel: channel.into(),
             since,
             before,
             limit,
-            reply,
         };
-        match self.request(command).await? {
+        match self.perform(operation).await? {
             Completion::History(page) => Ok(page),
             other => Err(unexpected(&other)),
         }
@@ -397,7 +371,7 @@ impl Client {
     /// Leaves `channel` and removes the handlers registered on its [`Subscription`]s.
     pub async fn unsubscribe(&self, channel: impl Into<String>) -> Result<(), ClientError> {
         let channel = channel.into();
-        self.request(|reply| Command::Unsubscribe { channel, reply })
+        self.perform(Operation::Unsubscribe { channel })
             .await
             .map(drop)
     }
@@ -460,17 +434,11 @@ impl Subscription {
     /// Subscribes (or confirms an existing subscription), restored after every reconnect
     /// until [`Subscription::unsubscribe`].
     pub async fn subscribe(&self) -> Result<Subscribed, ClientError> {
-        let channel = self.channel.to_string();
-        let events = self.events.clone();
-        let result = self
-            .client
-            .request(|reply| Command::Subscribe {
-                channel,
-                events,
-                reply,
-            })
-            .await?;
-        match result {
+        let operation = Operation::Subscribe {
+            channel: self.channel.to_string(),
+            events: self.events.clone(),
+        };
+        match self.client.perform(operation).await? {
             Completion::Subscribed(info) => Ok(info),
             other => Err(unexpected(&other)),
         }
@@ -480,13 +448,13 @@ impl Subscription {
     pub fn on<E: Event>(&self, handler: impl FnMut(E) + Send + 'static) -> HandlerId {
         let channel = Some(self.channel.to_string());
         self.client
-            .add_handler(Handler::typed::<E>(channel, handler))
+            .add_handler(handlers::typed::<E>(channel, handler))
     }
 
     /// Calls `handler` with this channel's publications, undecoded.
     pub fn on_publication(&self, handler: impl FnMut(&Publication) + Send + 'static) -> HandlerId {
         let channel = Some(self.channel.to_string());
-        self.client.add_handler(Handler::raw(channel, handler))
+        self.client.add_handler(handlers::raw(channel, handler))
     }
 
     /// Publishes `event` on this channel; see [`Client::publish`].

@@ -58,6 +58,13 @@ export async function scenario(client, makeClient, channel) {
   // A handler that throws is reported, and the handlers after it still run.
   const boom = client.on("chat_message", () => { throw new Error("boom"); });
   const id = client.on("chat_message", (data, meta) => seen.push({ data, meta }));
+  // Removed by the function itself, or by the one a wrapper stands in for.
+  const direct = [];
+  const push = (data) => direct.push(data);
+  client.on("chat_message", push);
+  const wrapped = [];
+  const listener = (data) => wrapped.push(data);
+  client.onListener("chat_message", (data) => listener(data), listener);
   const room = await client.subscribe(channel, (event, meta) => all.push({ event, meta }));
   if (room.channel !== channel) throw new Error("channel getter");
   const theirs = await other.subscribe(channel);
@@ -66,6 +73,8 @@ export async function scenario(client, makeClient, channel) {
   const members = await room.presence();
   client.off(id);
   client.off(boom);
+  client.offListener("chat_message", push);
+  client.offListener("chat_message", listener);
   await other.publish(channel, { type: "chat_message", data: { id: "j2", content: "again" } });
   await until("the second message", () => all.length === 2);
   let error = null;
@@ -74,7 +83,7 @@ export async function scenario(client, makeClient, channel) {
   other.close();
   let closed = null;
   try { await other.presence(channel); } catch (e) { closed = { name: e.name, kind: e.kind, code: e.code }; }
-  return { reply, seen, all, members, error, closed, errors, state: client.state, otherState: other.state };
+  return { reply, seen, all, members, error, closed, errors, direct, wrapped, state: client.state, otherState: other.state };
 }
 "#)]
 extern "C" {
@@ -257,6 +266,16 @@ async fn the_javascript_api_works_as_an_application_uses_it() {
         result["seen"].as_array().map(Vec::len),
         Some(1),
         "off() removed it"
+    );
+    assert_eq!(
+        result["direct"].as_array().map(Vec::len),
+        Some(1),
+        "{result}"
+    );
+    assert_eq!(
+        result["wrapped"].as_array().map(Vec::len),
+        Some(1),
+        "{result}"
     );
     let seen = &result["seen"][0];
     assert_eq!(seen["data"], json!({"id": "j1", "content": "from js"}));

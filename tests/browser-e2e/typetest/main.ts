@@ -99,6 +99,15 @@ async function main(): Promise<void> {
   const paid = new Promise<number>((resolve) => {
     room.once("invoice_paid", (e) => resolve(e.cents));
   });
+  // `off(type, listener)` removes what `on` registered with that listener.
+  let removedCalls = 0;
+  const removed = (): void => {
+    removedCalls += 1;
+  };
+  room.on("chat_message", removed);
+  room.off("chat_message", removed);
+  client.on("order_shipped", removed);
+  client.off("order_shipped", removed);
 
   const reply = await room.publish({ type: "chat_message", data: { id: "m1", content: "Hello from Node" } });
   const offset: number | undefined = reply.offset;
@@ -110,6 +119,9 @@ async function main(): Promise<void> {
   await room.publish({ type: "invoice_paid", data: { invoice: 3, cents: 1200 } });
   if ((await within(5000, "order_shipped", shipped)) !== 7 || (await within(5000, "invoice_paid", paid)) !== 1200) {
     throw new Error("application events arrived wrong");
+  }
+  if (removedCalls !== 0) {
+    throw new Error(`a removed listener was called ${removedCalls} times`);
   }
 
   // History: the stored publications, oldest first.

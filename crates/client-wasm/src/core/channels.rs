@@ -115,13 +115,19 @@ impl Core {
                 epoch: position.epoch.clone(),
                 offset: position.offset,
             };
-            let sub = self.subs.entry(channel.clone()).or_insert_with(|| Sub {
-                events: None,
-                position: None,
-                phase: SubPhase::Idle,
-                waiters: Vec::new(),
-                retries: 0,
-            });
+            if !self.subs.contains_key(channel) {
+                let sub = Sub {
+                    events: None,
+                    position: None,
+                    phase: SubPhase::Idle,
+                    waiters: Vec::new(),
+                    retries: 0,
+                };
+                self.subs.insert(channel.clone(), sub);
+            }
+            let Some(sub) = self.subs.get_mut(channel) else {
+                continue;
+            };
             let recovered = match &sub.position {
                 None => None,
                 Some(mine) if mine.epoch != server.epoch => Some(false),

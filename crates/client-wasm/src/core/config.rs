@@ -1,6 +1,12 @@
 //! Configuration of the core: where to connect, how to authenticate, how to back off.
+//!
+//! [`Config`] and [`Backoff`] also deserialize (serde) from the settings object of
+//! applications in other languages, durations in milliseconds (`{"requestTimeoutMs": 5000,
+//! "backoff": {"minMs": 100}}`): absent fields keep the defaults written here, once.
 
 use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
 
 /// Everything the core needs to know before it connects.
 ///
@@ -15,22 +21,40 @@ use std::time::Duration;
 /// config.backoff.max_attempts = Some(10);
 /// config.request_timeout = Duration::from_secs(5);
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+///
+/// As settings (`ClientSettings` in TypeScript): `token`, `backoff`, `requestTimeoutMs`,
+/// `connectTimeoutMs`, `publishQueue`, `ackDelayMs`; the URL is not one of them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(
+    target_arch = "wasm32",
+    derive(tsify::Tsify),
+    tsify(rename = "ClientSettings")
+)]
+#[serde(rename_all = "camelCase", default = "Config::unnamed")]
 #[non_exhaustive]
 pub struct Config {
     /// The WebSocket URL (`ws://` or `wss://`), without the token: the core appends
     /// `token=` itself on every attempt, so a refreshed token replaces the old one.
+    #[serde(skip)]
     pub url: String,
-    /// How the connection authenticates.
+    /// How the connection authenticates. As a setting: `token`, the same token on every
+    /// attempt (put in the URL as `?token=`).
+    #[serde(rename = "token", deserialize_with = "token_auth")]
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "string"))]
     pub auth: Auth,
     /// Delays between reconnect attempts.
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "BackoffSettings"))]
     pub backoff: Backoff,
     /// How long a request (subscribe, publish, presence, unsubscribe) waits for its answer
     /// once it was sent on a live connection. Time spent offline does not count: a queued
     /// publish or a subscription waiting for the connection has no deadline.
+    #[serde(rename = "requestTimeoutMs", with = "duration_ms")]
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "number"))]
     pub request_timeout: Duration,
     /// How long one connect attempt may take, from asking for a token to the server's
     /// `connected` frame; an attempt that takes longer is abandoned and retried.
+    #[serde(rename = "connectTimeoutMs", with = "duration_ms")]
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "number"))]
     pub connect_timeout: Duration,
     /// How many publishes made while not connected are kept for sending after the
     /// connection is (re)established; one more fails at once with
@@ -40,6 +64,8 @@ pub struct Config {
     /// application the client acknowledges it (acks are batched: one per delay at most).
     /// The server then starts this device's next connection after it (the offline inbox);
     /// name the device with a `device=` query parameter in the URL.
+    #[serde(rename = "ackDelayMs", with = "duration_ms")]
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "number"))]
     pub ack_delay: Duration,
 }
 
@@ -57,6 +83,16 @@ impl Config {
             ack_delay: Duration::from_millis(200),
         }
     }
+
+    /// The defaults without a URL: what settings start from (the URL comes separately).
+    fn unnamed() -> Config {
+        Config::new(String::new())
+    }
+}
+
+/// `token` of the settings: a string is [`Auth::Token`]; `null` means no token.
+fn token_auth<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Auth, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.map_or(Auth::None, Auth::Token))
 }
 
 /// How the client obtains the token it puts in the URL.
@@ -85,19 +121,35 @@ pub enum Auth {
 /// The retry counter resets when a connection has stayed up for [`Backoff::reset_after`]:
 /// a server that accepts connections and drops them at once still sees growing delays,
 /// while a client whose hour-long connection dropped reconnects within `min`.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// As settings (`BackoffSettings` in TypeScript): `minMs`, `maxMs`, `factor`, `maxAttempts`,
+/// `resetAfterMs`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(
+    target_arch = "wasm32",
+    derive(tsify::Tsify),
+    tsify(rename = "BackoffSettings")
+)]
+#[serde(rename_all = "camelCase", default)]
 #[non_exhaustive]
 pub struct Backoff {
     /// The cap of the first retry's delay (default 500 ms).
+    #[serde(rename = "minMs", with = "duration_ms")]
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "number"))]
     pub min: Duration,
     /// The largest delay (default 20 s).
+    #[serde(rename = "maxMs", with = "duration_ms")]
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "number"))]
     pub max: Duration,
     /// Growth of the cap per retry (default 2).
     pub factor: f64,
     /// Give up (close with the last close code) when this many reconnect attempts in a
     /// row have failed; `None` (the default) retries forever.
+    #[cfg_attr(target_arch = "wasm32", tsify(optional))]
     pub max_attempts: Option<u32>,
     /// A connection that lasted at least this long resets the retry counter (default 5 s).
+    #[serde(rename = "resetAfterMs", with = "duration_ms")]
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "number"))]
     pub reset_after: Duration,
 }
 
@@ -170,6 +222,38 @@ pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Durations as whole milliseconds in settings and events (serde `with`).
+pub(crate) mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(super::millis(*d))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+
+    /// The same for an optional duration.
+    pub(crate) mod option {
+        use std::time::Duration;
+
+        use serde::Serializer;
+
+        pub(crate) fn serialize<S: Serializer>(
+            d: &Option<Duration>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
 /// Where the core gets the randomness for its jitter.
 ///
 /// Any `FnMut() -> u64 + Send` closure is one (tests pass `|| 0`); [`SplitMix64`] is the
@@ -211,9 +295,15 @@ impl RandomSource for SplitMix64 {
 /// `url` with `token=<token>` appended to its query (percent-encoded), before any
 /// `#fragment`: `?token=` when the URL has no query yet, `&token=` when it has one.
 pub fn url_with_token(url: &str, token: Option<&str>) -> String {
-    let Some(token) = token else {
-        return url.to_owned();
-    };
+    match token {
+        Some(token) => url_with_param(url, "token", token),
+        None => url.to_owned(),
+    }
+}
+
+/// `url` with `name=<value>` appended to its query (the value percent-encoded), before any
+/// `#fragment`.
+pub fn url_with_param(url: &str, name: &str, value: &str) -> String {
     let (base, fragment) = match url.find('#') {
         Some(at) => url.split_at(at),
         None => (url, ""),
@@ -223,15 +313,22 @@ pub fn url_with_token(url: &str, token: Option<&str>) -> String {
         Some(_) if base.ends_with('?') || base.ends_with('&') => "",
         Some(_) => "&",
     };
-    let mut out = String::with_capacity(url.len() + token.len() + 8);
+    let mut out = String::with_capacity(url.len() + name.len() + value.len() + 2);
     out.push_str(base);
     out.push_str(separator);
-    out.push_str("token=");
-    for byte in token.bytes() {
+    out.push_str(name);
+    out.push('=');
+    for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
             out.push(char::from(byte));
         } else {
-            out.push_str(&format!("%{byte:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            for digit in [byte >> 4, byte & 0xF] {
+                out.push(char::from(
+                    HEX.get(usize::from(digit)).copied().unwrap_or(b'0'),
+                ));
+            }
         }
     }
     out.push_str(fragment);

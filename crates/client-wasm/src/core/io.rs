@@ -1,13 +1,19 @@
-//! What goes into the core ([`Input`]) and what comes out ([`Output`]), with the events and
-//! results the application sees.
+//! What goes into the core ([`Input`], [`Operation`]) and what comes out ([`Output`]), with
+//! the events and results the application sees.
+//!
+//! The types an application sees also serialize (serde) to the plain data that applications
+//! in other languages get: the browser driver hands exactly this JSON to JavaScript, and its
+//! TypeScript declarations are generated from these definitions (`tsify`, on wasm32).
 
 use std::time::Duration;
 
-use tidings_protocol::Code;
+use serde::Serialize;
 use tidings_protocol::messages::{
     Connected, HistoryPage, Member, MessageBody, PresenceChange, TypingNotice,
 };
+use tidings_protocol::{Code, Delivery, RawEvent};
 
+use super::config::duration_ms;
 use crate::ClientError;
 
 /// A publication delivered to the application: channel, offset, epoch, sender and event.
@@ -55,7 +61,15 @@ pub enum Timer {
 ///                   Reconnecting ◀─────────────────┘
 /// any ──close() / terminal close / attempts exhausted──▶ Closed ──connect──▶ Connecting
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Serializes as its name in snake case (`"connecting"`); `ConnectionState` in TypeScript.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(
+    target_arch = "wasm32",
+    derive(tsify::Tsify),
+    tsify(rename = "ConnectionState")
+)]
+#[serde(rename_all = "snake_case")]
 pub enum State {
     /// Created, [`connect`](crate::core::Core::connect) not called yet.
     Idle,
@@ -69,8 +83,30 @@ pub enum State {
     Closed,
 }
 
+impl State {
+    /// The name, as it serializes (`"reconnecting"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Connecting => "connecting",
+            State::Connected => "connected",
+            State::Reconnecting => "reconnecting",
+            State::Closed => "closed",
+        }
+    }
+}
+
 /// A change of the connection, for the application (status badges, logs).
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serializes tagged by `type` in snake case, the delay in milliseconds (`delay_ms`) and the
+/// error as an [`ErrorInfo`](crate::ErrorInfo); `ConnectionChange` in TypeScript.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(
+    target_arch = "wasm32",
+    derive(tsify::Tsify),
+    tsify(rename = "ConnectionChange")
+)]
+#[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ConnectionEvent {
     /// An attempt starts.
@@ -96,6 +132,12 @@ pub enum ConnectionEvent {
         attempt: u32,
         /// The wait before it; `None` while the network is offline: the attempt starts as
         /// soon as it is back.
+        #[serde(
+            rename = "delay_ms",
+            with = "duration_ms::option",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(target_arch = "wasm32", tsify(type = "number"))]
         delay: Option<Duration>,
     },
     /// The client stopped reconnecting.
@@ -107,11 +149,12 @@ pub enum ConnectionEvent {
     },
     /// Something went wrong without ending the connection (an undecodable frame, an `error`
     /// frame that answers no request, a failing token provider).
-    Error(ClientError),
+    Error(#[cfg_attr(target_arch = "wasm32", tsify(type = "ErrorInfo"))] ClientError),
 }
 
 /// A channel the client is now subscribed to, on this connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct Subscribed {
     /// The channel.
     pub channel: String,
@@ -122,17 +165,21 @@ pub struct Subscribed {
     /// `None` for a first subscription; after a reconnect or a gap, `Some(true)` when every
     /// missed publication follows (and will be delivered in order), `Some(false)` when
     /// history did not reach back far enough or the epoch changed: publications were lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered: Option<bool>,
     /// With recovery, how many missed publications the server said follow.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub missed: Option<u64>,
 }
 
 /// The answer to a publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct PublishReply {
     /// The channel.
     pub channel: String,
     /// The publication's offset; `None` for ephemeral publications.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
     /// The channel's epoch.
     pub epoch: String,
@@ -165,6 +212,54 @@ pub enum ClientEvent {
     UserLeft(PresenceChange),
     /// A member of a channel is typing.
     Typing(TypingNotice),
+}
+
+/// An operation of the application: what every driver forwards to
+/// [`Core::perform`](crate::core::Core::perform), and the one list of them. Each completes
+/// with an [`Output::Completed`] whose [`Completion`] has the operation's name.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Subscribe to `channel`, optionally to some event types only (the filter of the first
+    /// subscribe to a channel wins); completes once subscribed, however many reconnects
+    /// that takes.
+    Subscribe {
+        /// The channel.
+        channel: String,
+        /// Only these event types.
+        events: Option<Vec<String>>,
+    },
+    /// Leave `channel`.
+    Unsubscribe {
+        /// The channel.
+        channel: String,
+    },
+    /// Publish `event` to `channel` (queued while not connected).
+    Publish {
+        /// The channel.
+        channel: String,
+        /// The event.
+        event: RawEvent,
+        /// Overrides the event type's delivery class.
+        delivery: Option<Delivery>,
+    },
+    /// Ask for the members of `channel` (needs a live connection).
+    Presence {
+        /// The channel.
+        channel: String,
+    },
+    /// Read a page of `channel`'s stored history (needs a live connection): with `since`,
+    /// the oldest publications after it; without, the newest before `before` (or the end).
+    History {
+        /// The channel.
+        channel: String,
+        /// Page forward from this offset.
+        since: Option<u64>,
+        /// Page back from this offset.
+        before: Option<u64>,
+        /// At most this many (the server's default without).
+        limit: Option<u32>,
+    },
 }
 
 /// The successful result of an operation.

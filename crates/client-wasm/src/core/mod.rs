@@ -9,6 +9,12 @@
 //! result to the application. The same core serves the tokio driver and the browser driver,
 //! and the tests drive it with a fake clock.
 //!
+//! Drivers use it through a [`Session`], which adds what they would otherwise each write
+//! again: it routes every [`Operation`] and answers whoever started it, tells `connect` when
+//! the client is ready, keeps the [`Handlers`], and hands the driver only the [`Io`] to do.
+//! A new operation is a variant of [`Operation`] and of [`Completion`], a method here, and
+//! in each driver the one line that turns its completion into the driver's result.
+//!
 //! ```
 //! use tidings_client::core::{Config, Core, Input, Output};
 //!
@@ -54,25 +60,33 @@
 mod channels;
 mod config;
 mod connection;
+mod handlers;
 mod io;
+mod map;
 mod requests;
+mod session;
 #[cfg(test)]
 mod tests;
+pub mod view;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use tidings_protocol::messages::{Ack, ChannelRef, History, Publish};
 use tidings_protocol::{ClientFrame, ClientMessage, Code, Delivery, RawEvent};
 
-pub use config::{Auth, Backoff, Config, RandomSource, SplitMix64, url_with_token};
+pub(crate) use config::millis;
+pub use config::{Auth, Backoff, Config, RandomSource, SplitMix64, url_with_param, url_with_token};
+pub use handlers::{HandlerId, Handlers, Listen};
 pub use io::{
-    ClientEvent, Completion, ConnId, ConnectionEvent, Input, OpId, Output, Publication,
+    ClientEvent, Completion, ConnId, ConnectionEvent, Input, OpId, Operation, Output, Publication,
     PublishReply, State, Subscribed, Timer,
 };
+pub use session::{Io, Session, Step};
 
 use crate::ClientError;
 use channels::{Sub, SubPhase};
 use connection::{Attempt, Heartbeat};
+use map::{VecMap, VecSet};
 use requests::{Pending, Queued, Request};
 
 /// The client's state machine. See the [module documentation](self).
@@ -87,7 +101,7 @@ pub struct Core {
     outputs: VecDeque<Output>,
     /// Every timer the core has armed, with its deadline. A firing of a timer that is not
     /// here (cancelled, replaced) is stale and ignored, so drivers need no care.
-    timers: BTreeMap<Timer, u64>,
+    timers: VecMap<Timer, u64>,
     /// Last [`OpId`] handed out.
     next_op: u64,
     /// Last wire request id used; ids are never reused, even across connections.
@@ -112,15 +126,15 @@ pub struct Core {
     /// The server's frame size limit on this connection (0: unknown).
     max_frame_bytes: usize,
     /// Subscriptions by channel: what the client restores after every reconnect.
-    subs: BTreeMap<String, Sub>,
+    subs: VecMap<String, Sub>,
     /// Channels the application left: their late publications are dropped (for good for
     /// the server's automatic channels, which cannot be left on the server).
-    left: BTreeSet<String>,
+    left: VecSet<String>,
     /// Channels the server subscribed this connection to by itself.
-    auto: BTreeSet<String>,
+    auto: VecSet<String>,
     /// Requests in flight on this connection, by wire id (ascending: the order they were
     /// sent, which is the order in-flight publishes are resent in).
-    pending: BTreeMap<u64, Pending>,
+    pending: VecMap<u64, Pending>,
     /// Publishes waiting for a connection, oldest first.
     queue: VecDeque<Queued>,
     /// This user's personal channel (`user:{id}` from `connected`), whose processed
@@ -156,7 +170,7 @@ impl Core {
             random,
             state: State::Idle,
             outputs: VecDeque::new(),
-            timers: BTreeMap::new(),
+            timers: VecMap::default(),
             next_op: 0,
             next_request: 0,
             next_conn: 0,
@@ -168,12 +182,12 @@ impl Core {
             offline: false,
             closed: None,
             max_frame_bytes: 0,
-            subs: BTreeMap::new(),
-            left: BTreeSet::new(),
-            auto: BTreeSet::new(),
+            subs: VecMap::default(),
+            left: VecSet::default(),
+            auto: VecSet::default(),
             personal: None,
             pending_ack: None,
-            pending: BTreeMap::new(),
+            pending: VecMap::default(),
             queue: VecDeque::new(),
         }
     }
@@ -205,6 +219,28 @@ impl Core {
     /// The next output, oldest first; drain until `None` after every call into the core.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
+    }
+
+    /// Starts an application operation: the one entry point drivers use for all of them
+    /// (the methods below are the same operations one by one). The result comes as an
+    /// [`Output::Completed`] with the returned id; an error here means it never started.
+    pub fn perform(&mut self, now: u64, operation: Operation) -> Result<OpId, ClientError> {
+        match operation {
+            Operation::Subscribe { channel, events } => self.subscribe(now, channel, events),
+            Operation::Unsubscribe { channel } => self.unsubscribe(now, channel),
+            Operation::Publish {
+                channel,
+                event,
+                delivery,
+            } => self.publish(now, channel, event, delivery),
+            Operation::Presence { channel } => self.presence(now, channel),
+            Operation::History {
+                channel,
+                since,
+                before,
+                limit,
+            } => self.history(now, channel, since, before, limit),
+        }
     }
 
     /// Starts connecting (from [`State::Idle`] or [`State::Closed`]; otherwise nothing

@@ -246,7 +246,8 @@ impl Core {
             }
             (request, reply) => {
                 let error = ClientError::Decode(format!(
-                    "the server answered request {id} with a reply of another kind: {reply:?}"
+                    "the server answered request {id} with a reply of another kind ({})",
+                    reply_kind(&reply)
                 ));
                 self.request_failed(now, id, request, error);
             }
@@ -283,5 +284,20 @@ impl Core {
             }
             Request::Ping => {}
         }
+    }
+}
+
+/// The name of a reply's kind, for messages (without `Debug`, whose code the browser would
+/// download for every protocol type).
+fn reply_kind(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Subscribe { .. } => "subscribe",
+        Reply::Unsubscribe { .. } => "unsubscribe",
+        Reply::Publish { .. } => "publish",
+        Reply::Presence { .. } => "presence",
+        Reply::Typing { .. } => "typing",
+        Reply::History(_) => "history",
+        Reply::Ack { .. } => "ack",
+        _ => "unknown",
     }
 }

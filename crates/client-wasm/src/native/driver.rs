@@ -1,11 +1,12 @@
-//! The driver task: owns the [`Core`], the WebSocket, the timers and the handlers, and
-//! turns the core's outputs into I/O and its inputs out of I/O.
+//! The driver task: owns the [`Session`] (the core, its waiters and handlers), the
+//! WebSocket and the timers, and turns the session's steps into I/O and its inputs out of
+//! I/O.
 //!
-//! One loop: drain the core's outputs (open, send, close, arm timers, call handlers,
+//! One loop: drain the session's steps (open, send, close, arm timers, call handlers,
 //! answer operations), then wait for whichever comes first of a command from a handle, a
 //! WebSocket message, the end of a handshake, a token, or the earliest timer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::{Future, pending};
 use std::pin::Pin;
 use std::time::Duration;
@@ -23,12 +24,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 use tidings_protocol::SUBPROTOCOL;
 
-use super::handlers::Registry;
+use super::handlers::{HandlerFn, dispatch};
 use super::{Command, ReplyTo, TokenProvider};
 use crate::ClientError;
-use crate::core::{
-    ClientEvent, Config, ConnId, ConnectionEvent, Core, Input, OpId, Output, State, Timer,
-};
+use crate::core::{ClientEvent, Config, ConnId, Core, Input, Io, Session, State, Step, Timer};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A future of the driver, boxed so the loop can hold any kind.
@@ -56,7 +55,7 @@ enum Wake {
 }
 
 pub(super) struct Driver {
-    core: Core,
+    session: Session<ReplyTo, HandlerFn>,
     /// Time zero of the core's clock.
     origin: Instant,
     /// The application's token provider, when it gave one.
@@ -69,9 +68,6 @@ pub(super) struct Driver {
     token: Slot<Result<String, String>>,
     /// The core's armed timers, by deadline in ms since `origin`.
     timers: BTreeMap<Timer, u64>,
-    /// Where each operation's result goes.
-    replies: HashMap<OpId, ReplyTo>,
-    handlers: Registry,
     /// Published to every handle's `state()`.
     state: watch::Sender<State>,
     /// Answers `ClientBuilder::connect` on the first `connected` or a terminal close.
@@ -88,15 +84,13 @@ impl Driver {
         ready: oneshot::Sender<Result<(), ClientError>>,
     ) -> Driver {
         Driver {
-            core: Core::new(config, random_seed()),
+            session: Session::new(Core::new(config, random_seed())),
             origin: Instant::now(),
             provider,
             ws: None,
             opening: None,
             token: None,
             timers: BTreeMap::new(),
-            replies: HashMap::new(),
-            handlers: Registry::default(),
             state,
             ready: Some(ready),
             write_failed: None,
@@ -109,12 +103,12 @@ impl Driver {
 
     fn input(&mut self, input: Input) {
         let now = self.now();
-        self.core.handle(now, input);
+        self.session.core_mut().handle(now, input);
     }
 
     pub(super) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let now = self.now();
-        self.core.connect(now);
+        self.session.connect(now);
         loop {
             self.drain().await;
             let deadline = self.timers.values().min().map(|ms| self.instant(*ms));
@@ -129,13 +123,13 @@ impl Driver {
                 Wake::Command(None) => {
                     // Every handle is gone: nobody can hear from this client any more.
                     let now = self.now();
-                    self.core.close(now);
+                    self.session.core_mut().close(now);
                     self.drain().await;
                     return;
                 }
                 Wake::Command(Some(Command::Close { done })) => {
                     let now = self.now();
-                    self.core.close(now);
+                    self.session.core_mut().close(now);
                     self.drain().await;
                     let _ = done.send(());
                     return;
@@ -175,7 +169,9 @@ impl Driver {
                         .collect();
                     for timer in due {
                         self.timers.remove(&timer);
-                        self.core.handle(now, Input::TimerFired(timer));
+                        self.session
+                            .core_mut()
+                            .handle(now, Input::TimerFired(timer));
                     }
                 }
             }
@@ -191,53 +187,29 @@ impl Driver {
 
     fn command(&mut self, command: Command) {
         let now = self.now();
-        let (op, reply) = match command {
-            Command::Subscribe {
-                channel,
-                events,
-                reply,
-            } => (self.core.subscribe(now, channel, events), reply),
-            Command::Unsubscribe { channel, reply } => {
-                self.handlers.remove_channel(&channel);
-                (self.core.unsubscribe(now, channel), reply)
+        match command {
+            Command::Perform { operation, reply } => {
+                self.session.perform(now, operation, reply);
             }
-            Command::Publish {
+            Command::Typing { channel } => self.session.core_mut().typing(now, channel),
+            Command::AddHandler {
+                id,
+                listen,
                 channel,
-                event,
-                delivery,
-                reply,
-            } => (self.core.publish(now, channel, event, delivery), reply),
-            Command::Presence { channel, reply } => (self.core.presence(now, channel), reply),
-            Command::History {
-                channel,
-                since,
-                before,
-                limit,
-                reply,
-            } => (self.core.history(now, channel, since, before, limit), reply),
-            Command::Typing { channel } => return self.core.typing(now, channel),
-            Command::AddHandler { id, handler } => return self.handlers.add(id, handler),
-            Command::RemoveHandler { id } => return self.handlers.remove(id),
+                call,
+            } => self.session.handlers_mut().add(id, listen, channel, call),
+            Command::RemoveHandler { id } => self.session.handlers_mut().remove(id),
             Command::Network { online } => {
                 let input = if online {
                     Input::Online
                 } else {
                     Input::Offline
                 };
-                return self.core.handle(now, input);
+                self.session.core_mut().handle(now, input);
             }
             // Handled by the loop, which ends after it.
             Command::Close { done } => {
                 let _ = done.send(());
-                return;
-            }
-        };
-        match op {
-            Ok(op) => {
-                self.replies.insert(op, reply);
-            }
-            Err(error) => {
-                let _ = reply.send(Err(error));
             }
         }
     }
@@ -300,13 +272,13 @@ impl Driver {
         }
     }
 
-    /// Carries out every output of the core, then reports write failures (which produce
-    /// more outputs) until nothing is left.
+    /// Carries out every step of the session, then reports write failures (which produce
+    /// more steps) until nothing is left.
     async fn drain(&mut self) {
         loop {
             let mut wrote = false;
-            while let Some(output) = self.core.poll_output() {
-                wrote |= self.output(output).await;
+            while let Some(step) = self.session.poll() {
+                wrote |= self.step(step).await;
             }
             if wrote
                 && let Some((conn, ws)) = self.ws.as_mut()
@@ -327,7 +299,7 @@ impl Driver {
 
     /// Makes `Client::state()` show the core's state.
     fn publish_state(&self) {
-        let state = self.core.state();
+        let state = self.session.core().state();
         self.state.send_if_modified(|current| {
             let changed = *current != state;
             *current = state;
@@ -335,21 +307,45 @@ impl Driver {
         });
     }
 
-    /// One output; `true` when a frame was written (and needs a flush).
-    async fn output(&mut self, output: Output) -> bool {
-        match output {
-            Output::NeedToken { conn } => match &self.provider {
+    /// One step; `true` when a frame was written (and needs a flush).
+    async fn step(&mut self, step: Step<ReplyTo>) -> bool {
+        match step {
+            Step::Io(io) => return self.io(io).await,
+            Step::Ready(result) => {
+                // State first, so code woken by this (e.g. `connect()`) sees it.
+                self.publish_state();
+                if let Some(ready) = self.ready.take() {
+                    let _ = ready.send(result);
+                }
+            }
+            Step::Event(event) => {
+                if let ClientEvent::Connection(_) = event {
+                    self.publish_state();
+                }
+                dispatch(self.session.handlers_mut(), &event);
+            }
+            Step::Reply(reply, result) => {
+                let _ = reply.send(result);
+            }
+        }
+        false
+    }
+
+    /// One piece of I/O; `true` when a frame was written (and needs a flush).
+    async fn io(&mut self, io: Io) -> bool {
+        match io {
+            Io::NeedToken { conn } => match &self.provider {
                 Some(provider) => self.token = Some((conn, provider())),
                 None => {
                     let result = Err("no token provider is configured".to_owned());
                     self.input(Input::Token { conn, result });
                 }
             },
-            Output::OpenTransport { conn, url } => {
+            Io::Open { conn, url } => {
                 self.release_ws(None);
                 self.opening = Some((conn, Box::pin(open(url))));
             }
-            Output::Send { conn, text } => {
+            Io::Send { conn, text } => {
                 if self.write_failed.is_none()
                     && let Some((open, ws)) = self.ws.as_mut()
                     && *open == conn
@@ -360,7 +356,7 @@ impl Driver {
                     return true;
                 }
             }
-            Output::CloseTransport { conn, code, reason } => {
+            Io::Close { conn, code, reason } => {
                 if self.ws.as_ref().is_some_and(|(c, _)| *c == conn) {
                     let frame = CloseFrame {
                         code: code.into(),
@@ -375,45 +371,14 @@ impl Driver {
                     self.token = None;
                 }
             }
-            Output::SetTimer { timer, deadline } => {
+            Io::SetTimer { timer, deadline } => {
                 self.timers.insert(timer, deadline);
             }
-            Output::CancelTimer { timer } => {
+            Io::CancelTimer { timer } => {
                 self.timers.remove(&timer);
-            }
-            Output::Event(event) => self.dispatch(&event),
-            Output::Completed { op, result } => {
-                if let Some(reply) = self.replies.remove(&op) {
-                    let _ = reply.send(result);
-                }
             }
         }
         false
-    }
-
-    fn dispatch(&mut self, event: &ClientEvent) {
-        if let ClientEvent::Connection(_) = event {
-            // State first, so code woken by this event (e.g. `connect()`) sees it.
-            self.publish_state();
-        }
-        match event {
-            ClientEvent::Connection(ConnectionEvent::Connected(_)) => {
-                if let Some(ready) = self.ready.take() {
-                    let _ = ready.send(Ok(()));
-                }
-            }
-            ClientEvent::Connection(ConnectionEvent::Closed { code, reason }) => {
-                if let Some(ready) = self.ready.take() {
-                    let error = ClientError::Closed {
-                        code: *code,
-                        reason: reason.clone(),
-                    };
-                    let _ = ready.send(Err(error));
-                }
-            }
-            _ => {}
-        }
-        self.handlers.dispatch(event);
     }
 }
 

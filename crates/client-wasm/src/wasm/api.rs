@@ -9,12 +9,14 @@ use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
 
 use super::convert::{
-    self, ClientSettings, ConnectionState, PublishOptions, SubscribeOptions, error_value,
-    type_error,
+    PublishOptions, SubscribeOptions, error_value, from_js, raw_event, to_js, type_error,
 };
-use super::driver::{Answer, Inner, Pending, Shared};
+use super::driver::{Inner, Pending, Shared};
+use super::handlers::JsHandler;
+use super::socket::with_device;
 use crate::ClientError;
-use crate::core::{Auth, Completion, OpId};
+use crate::core::view::HistoryResult;
+use crate::core::{Auth, Completion, Config, Listen, Operation};
 
 /// Starts a client of the WebSocket endpoint `url` (`ws://` or `wss://`) and resolves once
 /// the server accepted the first connection; rejects with a `TidingsError` on a terminal
@@ -34,7 +36,9 @@ pub fn connect(
 }
 
 fn build(url: String, options: &JsValue) -> Result<Rc<Shared>, JsValue> {
-    let settings = ClientSettings::parse(options)?;
+    let mut config =
+        from_js::<Config>(options, "client options")?.unwrap_or_else(|| Config::new(String::new()));
+    config.url = with_device(url);
     let provider = if options.is_object() {
         js_sys::Reflect::get(options, &"getToken".into())
             .ok()
@@ -50,7 +54,6 @@ fn build(url: String, options: &JsValue) -> Result<Rc<Shared>, JsValue> {
         ),
         None => None,
     };
-    let mut config = settings.config(url);
     if provider.is_some() {
         config.auth = Auth::Provider;
     }
@@ -70,50 +73,34 @@ impl TidingsClient {
     }
 }
 
-/// A promise settled by the core's completion of the operation `start` begins.
-fn operation(
-    shared: &Rc<Shared>,
-    answer: Answer,
-    start: impl FnOnce(&mut Inner, u64) -> Result<OpId, ClientError>,
-) -> Promise {
-    let mut start = Some(start);
-    let mut answer = Some(answer);
+/// A promise settled by the result of the operation `prepare` returns (called with the
+/// client borrowed, just before the operation starts).
+fn operation(shared: &Rc<Shared>, prepare: impl FnOnce(&mut Inner) -> Operation) -> Promise {
+    let mut prepare = Some(prepare);
     Promise::new(&mut |resolve, reject| {
-        if let (Some(start), Some(answer)) = (start.take(), answer.take()) {
+        if let Some(prepare) = prepare.take() {
             shared.with(|inner, now| {
-                let op = start(inner, now);
-                inner.track(
-                    op,
-                    Pending {
-                        resolve,
-                        reject,
-                        answer,
-                    },
-                );
+                let operation = prepare(inner);
+                inner
+                    .session
+                    .perform(now, operation, Pending { resolve, reject });
             });
         }
     })
 }
 
-/// What an operation's promise resolves with.
-pub(super) fn answer(
-    shared: &Rc<Shared>,
-    answer: Answer,
-    completion: Completion,
-) -> Result<JsValue, ClientError> {
-    match (answer, completion) {
-        (Answer::Subscription(channel), Completion::Subscribed(_)) => Ok(Subscription {
+/// What an operation's promise resolves with: one line per kind of operation.
+pub(super) fn resolved(shared: &Rc<Shared>, done: Completion) -> Result<JsValue, ClientError> {
+    match done {
+        Completion::Subscribed(info) => Ok(Subscription {
             shared: shared.clone(),
-            channel,
+            channel: info.channel,
         }
         .into()),
-        (Answer::Nothing, _) => Ok(JsValue::UNDEFINED),
-        (Answer::PublishReply, Completion::Published(reply)) => {
-            convert::to_js(&convert::PublishReply::of(&reply))
-        }
-        (Answer::Members, Completion::Presence { members, .. }) => convert::members(&members),
-        (Answer::History, Completion::History(page)) => convert::history(&page),
-        (_, other) => Err(ClientError::Decode(format!("unexpected result {other:?}"))),
+        Completion::Unsubscribed { .. } => Ok(JsValue::UNDEFINED),
+        Completion::Published(reply) => to_js(&reply),
+        Completion::Presence { members, .. } => to_js(&members),
+        Completion::History(page) => to_js(&HistoryResult::of(&page)?),
     }
 }
 
@@ -123,59 +110,78 @@ fn subscribe(
     handler: Option<Function>,
     options: &JsValue,
 ) -> Promise {
-    let options: SubscribeOptions = match convert::parse_options(options, "subscribe") {
-        Ok(options) => options,
+    let options: SubscribeOptions = match from_js(options, "subscribe options") {
+        Ok(options) => options.unwrap_or_default(),
         Err(error) => return Promise::reject(&error),
     };
-    let answer = Answer::Subscription(channel.clone());
-    operation(shared, answer, move |inner, now| {
+    operation(shared, move |inner| {
         // The handler is in place before the subscribe is sent: nothing can slip past it.
         if let Some(handler) = handler {
-            inner
-                .handlers
-                .add("publication", Some(channel.clone()), handler);
+            let handlers = inner.session.handlers_mut();
+            let id = handlers.next_id();
+            let handler = JsHandler::new(handler, None);
+            handlers.add(id, Listen::Publication, Some(channel.clone()), handler);
         }
-        inner.core.subscribe(now, channel, options.events)
-    })
-}
-
-fn unsubscribe(shared: &Rc<Shared>, channel: String) -> Promise {
-    operation(shared, Answer::Nothing, move |inner, now| {
-        inner.handlers.remove_channel(&channel);
-        inner.core.unsubscribe(now, channel)
+        Operation::Subscribe {
+            channel,
+            events: options.events,
+        }
     })
 }
 
 fn publish(shared: &Rc<Shared>, channel: String, event: &JsValue, options: &JsValue) -> Promise {
-    let options: PublishOptions = match convert::parse_options(options, "publish") {
-        Ok(options) => options,
+    let options: PublishOptions = match from_js(options, "publish options") {
+        Ok(options) => options.unwrap_or_default(),
         Err(error) => return Promise::reject(&error),
     };
-    let event = match convert::raw_event(event) {
+    let event = match raw_event(event) {
         Ok(event) => event,
         Err(error) => return Promise::reject(&error_value(&error)),
     };
-    operation(shared, Answer::PublishReply, move |inner, now| {
-        inner.core.publish(now, channel, event, options.delivery)
+    operation(shared, move |_| Operation::Publish {
+        channel,
+        event,
+        delivery: options.delivery,
     })
 }
 
-fn presence(shared: &Rc<Shared>, channel: String) -> Promise {
-    operation(shared, Answer::Members, move |inner, now| {
-        inner.core.presence(now, channel)
-    })
-}
-
+/// Registers `handler` for `event_type` (of `channel` only, when given), known to the
+/// application as `key` when that is not `undefined`.
 fn on(
     shared: &Rc<Shared>,
     event_type: &str,
     channel: Option<String>,
     handler: JsValue,
+    key: JsValue,
 ) -> Result<u32, JsValue> {
-    let handler = handler
+    let call = handler
         .dyn_into::<Function>()
         .map_err(|_| type_error("a handler must be a function"))?;
-    Ok(shared.with(|inner, _| inner.handlers.add(event_type, channel, handler)))
+    let handler = JsHandler::new(call, Some(key).filter(|k| !k.is_undefined()));
+    let listen = Listen::parse(event_type);
+    Ok(shared.with(|inner, _| {
+        let handlers = inner.session.handlers_mut();
+        let id = handlers.next_id();
+        handlers.add(id, listen, channel, handler);
+        // JavaScript numbers; ids wrap after four billion handlers.
+        id.get() as u32
+    }))
+}
+
+fn off(shared: &Rc<Shared>, id: u32) {
+    shared.with(|inner, _| {
+        let id = crate::core::HandlerId::from_raw(u64::from(id));
+        inner.session.handlers_mut().remove(id);
+    });
+}
+
+/// Removes the earliest handler of `event_type` (of `channel` only) known as `listener`.
+fn off_listener(shared: &Rc<Shared>, event_type: &str, channel: Option<&str>, listener: &JsValue) {
+    let listen = Listen::parse(event_type);
+    shared.with(|inner, _| {
+        let handlers = inner.session.handlers_mut();
+        handlers.remove_first(&listen, channel, |handler| handler.is(listener));
+    });
 }
 
 #[wasm_bindgen]
@@ -198,19 +204,42 @@ impl TidingsClient {
     /// The connection state now.
     #[wasm_bindgen(getter, unchecked_return_type = "ConnectionState")]
     pub fn state(&self) -> String {
-        let state = self.shared.read(|inner| inner.core.state());
-        ConnectionState::of(state).name().to_owned()
+        let state = self.shared.read(|inner| inner.session.core().state());
+        state.name().to_owned()
     }
 
     /// Registers a handler; see the declaration for the event types. Returns its id.
     #[wasm_bindgen(skip_typescript)]
     pub fn on(&self, event_type: String, handler: JsValue) -> Result<u32, JsValue> {
-        on(&self.shared, &event_type, None, handler)
+        on(&self.shared, &event_type, None, handler, JsValue::UNDEFINED)
+    }
+
+    /// Like `on`, for a `handler` that stands in for `listener` (a wrapper): `offListener`
+    /// with `listener` removes it.
+    #[wasm_bindgen(js_name = onListener, skip_typescript)]
+    pub fn on_listener(
+        &self,
+        event_type: String,
+        handler: JsValue,
+        listener: JsValue,
+    ) -> Result<u32, JsValue> {
+        on(&self.shared, &event_type, None, handler, listener)
     }
 
     /// Removes the handler with this id (from `on` here or on a `Subscription`).
     pub fn off(&self, id: u32) {
-        self.shared.with(|inner, _| inner.handlers.remove(id));
+        off(&self.shared, id);
+    }
+
+    /// Removes the earliest handler registered here (not on a `Subscription`) for `type`
+    /// with this function.
+    #[wasm_bindgen(js_name = offListener)]
+    pub fn off_listener(
+        &self,
+        #[wasm_bindgen(js_name = type)] event_type: String,
+        #[wasm_bindgen(unchecked_param_type = "Function")] listener: JsValue,
+    ) {
+        off_listener(&self.shared, &event_type, None, &listener);
     }
 
     /// Subscribes to `channel` (restored after every reconnect until unsubscribed).
@@ -227,7 +256,7 @@ impl TidingsClient {
     /// Leaves `channel` and removes the handlers registered on its `Subscription`s.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn unsubscribe(&self, channel: String) -> Promise {
-        unsubscribe(&self.shared, channel)
+        operation(&self.shared, |_| Operation::Unsubscribe { channel })
     }
 
     /// Publishes an event; queued while disconnected.
@@ -239,7 +268,7 @@ impl TidingsClient {
     /// The members of `channel` (needs a live connection).
     #[wasm_bindgen(unchecked_return_type = "Promise<Member[]>")]
     pub fn presence(&self, channel: String) -> Promise {
-        presence(&self.shared, channel)
+        operation(&self.shared, |_| Operation::Presence { channel })
     }
 
     /// A page of `channel`'s stored history (needs a live connection): with `since`, the
@@ -255,28 +284,32 @@ impl TidingsClient {
     ) -> Promise {
         // JavaScript numbers: offsets are integers well below 2^53.
         let (since, before) = (since.map(|v| v as u64), before.map(|v| v as u64));
-        operation(&self.shared, Answer::History, move |inner, now| {
-            inner.core.history(now, channel, since, before, limit)
+        operation(&self.shared, |_| Operation::History {
+            channel,
+            since,
+            before,
+            limit,
         })
     }
 
     /// Tells the other members of `channel` the user is typing (dropped when disconnected).
     pub fn typing(&self, channel: String) {
         self.shared
-            .with(|inner, now| inner.core.typing(now, channel));
+            .with(|inner, now| inner.session.core_mut().typing(now, channel));
     }
 
     /// How many publishes wait for a connection.
     #[wasm_bindgen(getter, js_name = queuedPublishes)]
     pub fn queued_publishes(&self) -> usize {
-        self.shared.read(|inner| inner.core.queued_publishes())
+        self.shared
+            .read(|inner| inner.session.core().queued_publishes())
     }
 
     /// Closes the connection with 1000 and stops reconnecting; operations still waiting
     /// reject with a `closed` error.
     pub fn close(&self) {
         self.shared.with(|inner, now| {
-            inner.core.close(now);
+            inner.session.core_mut().close(now);
             inner.stop_listening();
         });
     }
@@ -300,17 +333,43 @@ impl Subscription {
     /// Registers a handler for this channel's events; see the declaration. Returns its id.
     #[wasm_bindgen(skip_typescript)]
     pub fn on(&self, event_type: String, handler: JsValue) -> Result<u32, JsValue> {
+        let channel = Some(self.channel.clone());
         on(
             &self.shared,
             &event_type,
-            Some(self.channel.clone()),
+            channel,
             handler,
+            JsValue::UNDEFINED,
         )
+    }
+
+    /// Like `on`, for a `handler` that stands in for `listener` (a wrapper): `offListener`
+    /// with `listener` removes it.
+    #[wasm_bindgen(js_name = onListener, skip_typescript)]
+    pub fn on_listener(
+        &self,
+        event_type: String,
+        handler: JsValue,
+        listener: JsValue,
+    ) -> Result<u32, JsValue> {
+        let channel = Some(self.channel.clone());
+        on(&self.shared, &event_type, channel, handler, listener)
     }
 
     /// Removes the handler with this id.
     pub fn off(&self, id: u32) {
-        self.shared.with(|inner, _| inner.handlers.remove(id));
+        off(&self.shared, id);
+    }
+
+    /// Removes the earliest handler registered on this subscription for `type` with this
+    /// function.
+    #[wasm_bindgen(js_name = offListener)]
+    pub fn off_listener(
+        &self,
+        #[wasm_bindgen(js_name = type)] event_type: String,
+        #[wasm_bindgen(unchecked_param_type = "Function")] listener: JsValue,
+    ) {
+        off_listener(&self.shared, &event_type, Some(&self.channel), &listener);
     }
 
     /// Publishes an event on this channel.
@@ -322,19 +381,21 @@ impl Subscription {
     /// The members of this channel.
     #[wasm_bindgen(unchecked_return_type = "Promise<Member[]>")]
     pub fn presence(&self) -> Promise {
-        presence(&self.shared, self.channel.clone())
+        let channel = self.channel.clone();
+        operation(&self.shared, |_| Operation::Presence { channel })
     }
 
     /// Tells the members the user is typing.
     pub fn typing(&self) {
         let channel = self.channel.clone();
         self.shared
-            .with(|inner, now| inner.core.typing(now, channel));
+            .with(|inner, now| inner.session.core_mut().typing(now, channel));
     }
 
     /// Leaves the channel and removes its handlers.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn unsubscribe(&self) -> Promise {
-        unsubscribe(&self.shared, self.channel.clone())
+        let channel = self.channel.clone();
+        operation(&self.shared, |_| Operation::Unsubscribe { channel })
     }
 }

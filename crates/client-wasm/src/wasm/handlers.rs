@@ -1,194 +1,132 @@
-//! The application's JavaScript handlers and how each client event reaches them.
+//! What the application's JavaScript handlers are called with.
 //!
 //! `on(type, fn)` takes an event type name (`"notification"`, an application's own) or one
-//! of the reserved names below. Handlers run in registration order, one event at a time, in
-//! the order the core emits events; a handler that throws is reported to the `state`
-//! handlers as an `error` change and the others still run.
+//! of the reserved names of [`Listen::parse`]. Which handlers hear an event is decided by
+//! the core's [`Handlers`]; here each gets its arguments, converted once per event:
+//!
+//! - `state`: `(change, state)`: a `ConnectionChange` and the `ConnectionState` after it
+//! - an event type: `(data, meta)`: the payload (standard types with their defaults filled
+//!   in) and a `PublicationMeta`
+//! - `publication`: `({type, data}, meta)`, even when the payload is malformed
+//! - `subscribed`, `unsubscribed`, `presence`, `typing`: `(info)`
+//!
+//! Handlers run in registration order, one event at a time; a handler that throws is
+//! reported to the `state` handlers as an `error` change and the others still run.
 
 use js_sys::Function;
 use wasm_bindgen::JsValue;
 
-use super::convert::{
-    ConnectionChange, ConnectionState, PresenceEvent, PublicationMeta, Subscribed, Unsubscribed,
-    event_data, event_object, message_of, to_js,
-};
+use super::convert::{message_of, parse, to_js};
 use crate::ClientError;
-use crate::core::{ClientEvent, ConnectionEvent, State};
+use crate::core::view::{PresenceEvent, PublicationMeta, Unsubscribed, event_data};
+use crate::core::{ClientEvent, ConnectionEvent, Handlers, Listen, Publication, State};
 
-/// What a handler listens to. The names of client events (`ClientEventType` in the
-/// TypeScript declarations) are reserved; every other name is an event type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Listen {
-    /// Publications of one event type: `(data, meta)`.
-    Event(String),
-    /// Every publication: `({type, data}, meta)`.
-    Publication,
-    /// Connection changes: `(change, state)`.
-    State,
-    /// Subscriptions started or restored: `(info)`.
-    Subscribed,
-    /// Subscriptions the server refused to restore: `(info)`.
-    Unsubscribed,
-    /// Users joining and leaving: `(change)`.
-    Presence,
-    /// Typing notices: `(notice)`.
-    Typing,
+/// A JavaScript handler: the function called, and the function the application knows it
+/// by (for `offListener`; the same one unless a wrapper, such as `@tidings/client`'s
+/// argument reordering, is called in its place).
+pub(super) struct JsHandler {
+    call: Function,
+    key: JsValue,
 }
 
-impl Listen {
-    fn parse(name: &str) -> Listen {
-        match name {
-            "state" => Listen::State,
-            "publication" => Listen::Publication,
-            "subscribed" => Listen::Subscribed,
-            "unsubscribed" => Listen::Unsubscribed,
-            "presence" => Listen::Presence,
-            "typing" => Listen::Typing,
-            other => Listen::Event(other.to_owned()),
-        }
+impl JsHandler {
+    /// `call`, known as `key` (or as itself).
+    pub(super) fn new(call: Function, key: Option<JsValue>) -> JsHandler {
+        let key = key.unwrap_or_else(|| call.clone().into());
+        JsHandler { call, key }
+    }
+
+    /// Whether the application knows this handler as `listener`.
+    pub(super) fn is(&self, listener: &JsValue) -> bool {
+        self.key == *listener
     }
 }
 
-struct Handler {
-    id: u32,
-    listen: Listen,
-    /// Only events of this channel (handlers registered on a `Subscription`).
-    channel: Option<String>,
-    call: Function,
-}
-
-/// Every registered handler, in registration order.
-#[derive(Default)]
-pub(super) struct Registry {
-    next: u32,
-    handlers: Vec<Handler>,
-}
-
-/// The handlers one event goes to, with their arguments; built while the client is
-/// borrowed, called after it is released (a handler may call the client).
+/// The calls one event makes, with their arguments; built while the client is borrowed,
+/// made after it is released (a handler may call the client).
 pub(super) struct Calls {
     calls: Vec<(Function, JsValue, JsValue)>,
     /// Payloads that did not convert, reported after the calls.
     problems: Vec<ClientError>,
 }
 
-impl Registry {
-    /// Registers `call` for `event_type` (of `channel` only, when given); the id is for
-    /// [`Registry::remove`].
-    pub(super) fn add(&mut self, event_type: &str, channel: Option<String>, call: Function) -> u32 {
-        self.next = self.next.wrapping_add(1);
-        self.handlers.push(Handler {
-            id: self.next,
-            listen: Listen::parse(event_type),
-            channel,
-            call,
-        });
-        self.next
+/// The calls `event` makes (`state`: the state after it).
+pub(super) fn calls(handlers: &Handlers<JsHandler>, event: &ClientEvent, state: State) -> Calls {
+    let mut out = Calls {
+        calls: Vec::new(),
+        problems: Vec::new(),
+    };
+    if handlers.is_deaf_to(event) {
+        return out;
     }
-
-    pub(super) fn remove(&mut self, id: u32) {
-        self.handlers.retain(|h| h.id != id);
-    }
-
-    /// Forgets the handlers of one channel (after the application unsubscribed).
-    pub(super) fn remove_channel(&mut self, channel: &str) {
-        self.handlers
-            .retain(|h| h.channel.as_deref() != Some(channel));
-    }
-
-    /// The calls `event` makes, with its JavaScript arguments (converted once per kind).
-    pub(super) fn calls(&self, event: &ClientEvent, state: State) -> Calls {
-        let mut out = Calls {
-            calls: Vec::new(),
-            problems: Vec::new(),
-        };
-        let (listen, channel) = match event {
-            ClientEvent::Connection(_) => (Listen::State, None),
-            ClientEvent::Subscribed(s) => (Listen::Subscribed, Some(s.channel.as_str())),
-            ClientEvent::Unsubscribed { channel, .. } => {
-                (Listen::Unsubscribed, Some(channel.as_str()))
-            }
-            ClientEvent::Publication(p) => (Listen::Publication, Some(p.channel.as_str())),
-            ClientEvent::UserJoined(c) | ClientEvent::UserLeft(c) => {
-                (Listen::Presence, Some(c.channel.as_str()))
-            }
-            ClientEvent::Typing(t) => (Listen::Typing, Some(t.channel.as_str())),
-        };
-        let wanted = |h: &Handler, listen: &Listen| {
-            h.listen == *listen
-                && match (&h.channel, channel) {
-                    (Some(only), Some(channel)) => only == channel,
-                    // Connection changes concern every channel.
-                    (Some(_), None) | (None, _) => true,
-                }
-        };
-        let targets: Vec<&Handler> = self
-            .handlers
-            .iter()
-            .filter(|h| wanted(h, &listen))
-            .collect();
-        if let ClientEvent::Publication(p) = event {
-            let typed = Listen::Event(p.event.kind().to_owned());
-            let by_type: Vec<&Handler> =
-                self.handlers.iter().filter(|h| wanted(h, &typed)).collect();
-            if targets.is_empty() && by_type.is_empty() {
-                return out;
-            }
-            let meta = to_js(&PublicationMeta::of(p)).unwrap_or(JsValue::UNDEFINED);
-            let data = event_data(&p.event);
-            if let Ok(data) = &data {
-                for h in by_type {
-                    out.calls.push((h.call.clone(), data.clone(), meta.clone()));
-                }
-            }
-            if !targets.is_empty() {
-                // Publication handlers see every event, even one whose payload is malformed.
-                let data = data.as_ref().cloned().unwrap_or_else(|_| {
-                    js_sys::JSON::parse(p.event.data_json()).unwrap_or(JsValue::NULL)
-                });
-                let object = event_object(&p.event, &data);
-                for h in targets {
-                    out.calls
-                        .push((h.call.clone(), object.clone(), meta.clone()));
-                }
-            }
-            if let Err(problem) = data {
-                out.problems.push(problem);
-            }
-            return out;
+    let args = match event {
+        ClientEvent::Publication(publication) => {
+            return publication_calls(handlers, event, publication);
         }
-        if targets.is_empty() {
-            return out;
+        ClientEvent::Connection(change) => to_js(change).map(|c| (c, state.name().into())),
+        ClientEvent::Subscribed(info) => to_js(info).map(|v| (v, JsValue::UNDEFINED)),
+        ClientEvent::Unsubscribed { channel, error } => {
+            to_js(&Unsubscribed { channel, error }).map(|v| (v, JsValue::UNDEFINED))
         }
-        let converted = match event {
-            ClientEvent::Connection(change) => to_js(&ConnectionChange::of(change))
-                .map(|c| (c, JsValue::from_str(ConnectionState::of(state).name()))),
-            ClientEvent::Subscribed(s) => {
-                to_js(&Subscribed::of(s)).map(|v| (v, JsValue::UNDEFINED))
-            }
-            ClientEvent::Unsubscribed { channel, error } => {
-                to_js(&Unsubscribed::of(channel, error)).map(|v| (v, JsValue::UNDEFINED))
-            }
-            ClientEvent::UserJoined(c) => {
-                to_js(&PresenceEvent::UserJoined(c.clone())).map(|v| (v, JsValue::UNDEFINED))
-            }
-            ClientEvent::UserLeft(c) => {
-                to_js(&PresenceEvent::UserLeft(c.clone())).map(|v| (v, JsValue::UNDEFINED))
-            }
-            ClientEvent::Typing(t) => to_js(t).map(|v| (v, JsValue::UNDEFINED)),
-            ClientEvent::Publication(_) => return out,
-        };
-        match converted {
-            Ok((first, second)) => {
-                for h in targets {
-                    out.calls
-                        .push((h.call.clone(), first.clone(), second.clone()));
-                }
-            }
-            Err(problem) => out.problems.push(problem),
+        ClientEvent::UserJoined(change) => {
+            to_js(&PresenceEvent::UserJoined(change)).map(|v| (v, JsValue::UNDEFINED))
         }
-        out
+        ClientEvent::UserLeft(change) => {
+            to_js(&PresenceEvent::UserLeft(change)).map(|v| (v, JsValue::UNDEFINED))
+        }
+        ClientEvent::Typing(notice) => to_js(notice).map(|v| (v, JsValue::UNDEFINED)),
+    };
+    match args {
+        Ok((first, second)) => {
+            for (_, call) in handlers.matching(event) {
+                out.calls
+                    .push((call.call.clone(), first.clone(), second.clone()));
+            }
+        }
+        Err(problem) => out.problems.push(problem),
     }
+    out
+}
+
+/// A publication's calls: `(data, meta)` for handlers of its event type (skipped when the
+/// payload is malformed, which is reported once), `({type, data}, meta)` for the others.
+fn publication_calls(
+    handlers: &Handlers<JsHandler>,
+    event: &ClientEvent,
+    publication: &Publication,
+) -> Calls {
+    let mut out = Calls {
+        calls: Vec::new(),
+        problems: Vec::new(),
+    };
+    let meta = to_js(&PublicationMeta::of(publication)).unwrap_or(JsValue::UNDEFINED);
+    let data = event_data(&publication.event).and_then(|text| parse(&text));
+    let mut object = None;
+    for (listen, call) in handlers.matching(event) {
+        let first = match (listen, &data) {
+            (Listen::Event(_), Ok(data)) => data.clone(),
+            (Listen::Event(_), Err(_)) => continue,
+            _ => object
+                .get_or_insert_with(|| {
+                    // Publication handlers see every event, even one whose payload is
+                    // malformed: as it came, then.
+                    let data = data.as_ref().cloned().unwrap_or_else(|_| {
+                        parse(publication.event.data_json()).unwrap_or(JsValue::NULL)
+                    });
+                    let object = js_sys::Object::new();
+                    let kind = JsValue::from_str(publication.event.kind());
+                    let _ = js_sys::Reflect::set(&object, &"type".into(), &kind);
+                    let _ = js_sys::Reflect::set(&object, &"data".into(), &data);
+                    JsValue::from(object)
+                })
+                .clone(),
+        };
+        out.calls.push((call.call.clone(), first, meta.clone()));
+    }
+    if let Err(problem) = data {
+        out.problems.push(problem);
+    }
+    out
 }
 
 impl Calls {

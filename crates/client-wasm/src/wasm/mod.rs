@@ -28,13 +28,18 @@
 //!   defaults are filled in) and a `PublicationMeta` (type, channel, offset, epoch, ts,
 //!   sender). Data objects use the wire's snake_case field names; options are camelCase.
 //! - TypeScript declarations are generated: the wire types by `tsify` from
-//!   `tidings-protocol` (its `ts` feature), the JavaScript-facing types by `tsify` here, and
-//!   the overloaded methods by hand in `ts.rs`.
+//!   `tidings-protocol` (its `ts` feature), the JavaScript-facing types by `tsify` from the
+//!   core's own types (`crate::core`, `crate::core::view`: what crosses is their serde
+//!   form, as JSON), and the overloaded methods by hand in `ts.rs`.
+//! - Which operations exist, who waits for each, and which handlers hear an event is the
+//!   core's [`Session`](crate::core::Session); this driver does the I/O (`driver.rs`,
+//!   `socket.rs`), the JavaScript API (`api.rs`) and the handler arguments (`handlers.rs`).
 
 mod api;
 mod convert;
 mod driver;
 mod handlers;
+mod socket;
 mod ts;
 
 pub use api::{Subscription, TidingsClient, connect};

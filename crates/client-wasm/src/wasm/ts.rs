@@ -12,15 +12,6 @@ const API_TYPES_SECTION: &str = API_TYPES;
 /// reads it inside generated code that the dead-code lint does not see.
 #[allow(dead_code)]
 const API_TYPES: &str = r#"
-/** A page of a channel's stored history, oldest first (`TidingsClient.history`). */
-export interface HistoryResult {
-    channel: string;
-    epoch: string;
-    /** The channel's latest offset. */
-    offset: number;
-    publications: { event: RawEvent; meta: PublicationMeta }[];
-}
-
 /** Options of `new TidingsClient(url, options)` and `connect(url, options)`. */
 export interface ClientOptions extends ClientSettings {
     /**

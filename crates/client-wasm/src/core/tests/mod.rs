@@ -11,6 +11,7 @@
 mod backoff;
 mod connection;
 mod requests;
+mod session;
 mod subscriptions;
 
 use std::collections::BTreeMap;
