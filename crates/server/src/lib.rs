@@ -31,8 +31,9 @@
 //!     .await?;
 //! println!("reached {reached} connections");
 //!
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
-//! axum::serve(listener, app).await?;
+//! let listener = tidings_server::listen("127.0.0.1:8000".parse()?)?;
+//! // Serves until ctrl-c or SIGTERM, then tells clients to reconnect elsewhere (1012).
+//! tidings_server::serve(listener, tidings).with_router(app).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -53,6 +54,7 @@
 //!   in-memory store; [`sql_store`]: SQLite (one file) and PostgreSQL (several nodes).
 //! - [`webhooks`] and [`webhook_queue`]: signed webhook deliveries from a durable queue.
 //! - [`broker`]: the seam for several nodes (cross-node fan-out and presence).
+//! - `serve`: [`serve`], [`listen`] and [`shutdown_signal`]: start-up with graceful shutdown.
 //! - [`server`]: the [`Tidings`] handle (back-end API: `notify_user`, `publish`,
 //!   `broadcast`, presence, shutdown); [`TidingsBuilder`] builds it.
 //! - `api`: the HTTP API, `/healthz`, `/metrics`, `/api/openapi.json`.

@@ -20,7 +20,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    // `start` rather than `connect`: the state handler then reports the first attempt too.
+    // `start` rather than `connect`: the state handler then shows the attempts while a
+    // server is down, where `connect` would wait silently.
     let client = Client::builder(args.url).token(args.token).start();
     client.on_state(|change| eprintln!("{change:?}"));
     example_native_client::run(&client, &args.channel).await?;
