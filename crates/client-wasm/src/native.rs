@@ -50,6 +50,8 @@ enum Command {
     Typing {
         channel: String,
     },
+    /// Begin connecting (once; later ones are ignored).
+    Start,
     AddHandler {
         id: HandlerId,
         listen: Listen,
@@ -152,7 +154,31 @@ impl ClientBuilder {
         self.spawn().0
     }
 
+    /// Creates the client without connecting: register the handlers that must hear
+    /// everything (a personal channel's inbox arrives right after `connected`, before any
+    /// subscribe), then call [`Client::start`]. Must be called within a tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn demo() {
+    /// use tidings_client::Client;
+    /// use tidings_protocol::Notification;
+    ///
+    /// let client = Client::builder("ws://127.0.0.1:8000/ws").token("<jwt>").build();
+    /// client.on::<Notification>(|note| println!("{}", note.message));
+    /// client.start(); // nothing can arrive before the handler above
+    /// # }
+    /// ```
+    pub fn build(self) -> Client {
+        self.create().0
+    }
+
     fn spawn(self) -> (Client, oneshot::Receiver<Result<(), ClientError>>) {
+        let (client, ready) = self.create();
+        client.start();
+        (client, ready)
+    }
+
+    fn create(self) -> (Client, oneshot::Receiver<Result<(), ClientError>>) {
         let (commands, receiver) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(State::Idle);
         let (ready_tx, ready) = oneshot::channel();
@@ -279,6 +305,13 @@ impl Client {
     /// lost, presence changes and typing notices).
     pub fn on_event(&self, handler: impl FnMut(&ClientEvent) + Send + 'static) -> HandlerId {
         self.add_handler(handlers::every(handler))
+    }
+
+    /// Begins connecting a client made with [`ClientBuilder::build`]; commands and handlers
+    /// given before it are in place before the first message is read. Calling it again, or
+    /// on a client from `connect` or `start`, does nothing.
+    pub fn start(&self) {
+        self.send(Command::Start);
     }
 
     /// Removes a handler.

@@ -262,9 +262,10 @@ async fn the_offline_inbox_is_delivered_once_and_acknowledged_automatically() {
     let open = |seen: Arc<Mutex<Vec<String>>>| {
         let url = url.clone();
         async move {
-            // Handlers first (`start`), so nothing that follows `connected` slips past them.
-            let client = Client::builder(url).token(token("9")).start();
+            // Handlers first (`build`, then `start`): the inbox follows `connected` at once.
+            let client = Client::builder(url).token(token("9")).build();
             client.on::<Notification>(move |n| seen.lock().unwrap().push(n.message));
+            client.start();
             client
         }
     };

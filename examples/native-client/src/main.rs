@@ -20,10 +20,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    // `start` rather than `connect`: the state handler then shows the attempts while a
-    // server is down, where `connect` would wait silently.
-    let client = Client::builder(args.url).token(args.token).start();
+    // `build`, handlers, then `start` rather than `connect`: the state handler shows every
+    // attempt, including the first, while a server is down.
+    let client = Client::builder(args.url).token(args.token).build();
     client.on_state(|change| eprintln!("{change:?}"));
+    client.start();
     example_native_client::run(&client, &args.channel).await?;
     eprintln!("answering pings in {} (ctrl-c to stop)", args.channel);
     tokio::signal::ctrl_c().await?;

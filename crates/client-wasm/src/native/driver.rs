@@ -74,6 +74,8 @@ pub(super) struct Driver {
     ready: Option<oneshot::Sender<Result<(), ClientError>>>,
     /// A write failed; told to the core once the current batch of outputs is done.
     write_failed: Option<(ConnId, String)>,
+    /// `Command::Start` arrived: the first connect was made.
+    started: bool,
 }
 
 impl Driver {
@@ -94,6 +96,7 @@ impl Driver {
             state,
             ready: Some(ready),
             write_failed: None,
+            started: false,
         }
     }
 
@@ -107,8 +110,6 @@ impl Driver {
     }
 
     pub(super) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
-        let now = self.now();
-        self.session.connect(now);
         loop {
             self.drain().await;
             let deadline = self.timers.values().min().map(|ms| self.instant(*ms));
@@ -192,6 +193,12 @@ impl Driver {
                 self.session.perform(now, operation, reply);
             }
             Command::Typing { channel } => self.session.core_mut().typing(now, channel),
+            Command::Start => {
+                if !self.started {
+                    self.started = true;
+                    self.session.connect(now);
+                }
+            }
             Command::AddHandler {
                 id,
                 listen,

@@ -331,3 +331,35 @@ async fn a_token_provider_is_called_for_every_attempt() {
     assert_eq!(*calls.lock().unwrap(), 2);
     client.close().await;
 }
+
+#[tokio::test]
+async fn a_built_client_waits_for_start_and_its_handlers_hear_the_first_frames() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let client = Client::builder(url).token("jwt.x").build();
+    // Not started: nobody knocks.
+    assert!(
+        timeout(Duration::from_millis(200), listener.accept())
+            .await
+            .is_err(),
+        "a built client connected before start"
+    );
+    assert_eq!(client.state(), State::Idle);
+
+    let (notes_tx, mut notes) = mpsc::unbounded_channel();
+    client.on::<Notification>(move |n| {
+        let _ = notes_tx.send(n.message);
+    });
+    client.start();
+    client.start(); // a second start changes nothing
+    let (mut ws, _, _) = accept(&listener).await;
+    // The inbox right behind `connected`, in one burst.
+    send(&mut ws, connected(0)).await;
+    send(&mut ws, notification(1, "first")).await;
+    send(&mut ws, notification(2, "second")).await;
+    for expected in ["first", "second"] {
+        let got = timeout(WAIT, notes.recv()).await.unwrap().unwrap();
+        assert_eq!(got, expected);
+    }
+    client.close().await;
+}
