@@ -142,6 +142,27 @@ impl Client {
         index: u64,
         recv_buffer: Option<u32>,
     ) -> Res<Client> {
+        Self::connect_opts(target, user, index, recv_buffer, None).await
+    }
+
+    /// [`Client::connect`] as a named device (Tidings `?device=`, whose offline inbox
+    /// follows `connected`).
+    pub(crate) async fn connect_device(
+        target: &Target,
+        user: &str,
+        index: u64,
+        device: &str,
+    ) -> Res<Client> {
+        Self::connect_opts(target, user, index, None, Some(device)).await
+    }
+
+    async fn connect_opts(
+        target: &Target,
+        user: &str,
+        index: u64,
+        recv_buffer: Option<u32>,
+        device: Option<&str>,
+    ) -> Res<Client> {
         let user = if target.one_user { "bench" } else { user };
         let tcp = tcp_connect(target.addr, index, recv_buffer).await?;
         let path = match target.proto {
@@ -155,7 +176,10 @@ impl Client {
             }
             Proto::Tidings => {
                 let token = tidings_server::mint_token(&target.secret, user, 24 * 3600)?;
-                format!("/ws?token={token}")
+                match device {
+                    Some(device) => format!("/ws?token={token}&device={device}"),
+                    None => format!("/ws?token={token}"),
+                }
             }
             Proto::SocketIo => "/socket.io/?EIO=4&transport=websocket".to_owned(),
             Proto::Ws => "/ws".to_owned(),

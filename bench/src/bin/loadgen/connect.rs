@@ -29,8 +29,10 @@ pub(crate) struct ConnectResult {
     pub(crate) listen_overflows: Option<u64>,
 }
 
-pub(crate) const SERVERS: [Kind; 5] = [
+pub(crate) const SERVERS: [Kind; 7] = [
     Kind::Tidings,
+    Kind::TidingsPostgres,
+    Kind::TidingsEphemeral,
     Kind::TidingsOneUser,
     Kind::Socketioxide,
     Kind::SocketIo,

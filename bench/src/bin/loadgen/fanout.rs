@@ -52,8 +52,10 @@ pub(crate) struct FanoutResult {
     pub(crate) stopped_because: String,
 }
 
-pub(crate) const SERVERS: [Kind; 6] = [
+pub(crate) const SERVERS: [Kind; 8] = [
     Kind::Tidings,
+    Kind::TidingsPostgres,
+    Kind::TidingsEphemeral,
     Kind::TidingsOneUser,
     Kind::Socketioxide,
     Kind::SocketIo,

@@ -1,17 +1,20 @@
 //! The Tidings load generator and bench orchestrator.
 //!
 //! `loadgen run --mode smoke|quick|full [--out FILE] [--only a,b] [--docs DIR]` starts every
-//! server in turn (pinned to core 0; run this process pinned to core 1), runs the scenarios in
+//! server in turn (Tidings as the binary runs by default: durable SQLite, a fresh data
+//! directory per start; `--ephemeral` and PostgreSQL as extra rows) (pinned to core 0; run this process pinned to core 1), runs the scenarios in
 //! interleaved order (A B C C B A), writes the results as JSON and, unless smoke, regenerates
 //! `docs/benchmarks.md` and its plots. `loadgen report FILE` only regenerates the page.
 //! `loadgen worker ...` is the sharded connection holder this process spawns of itself.
 //!
 //! Usually started by `bench/run`, which builds and installs everything first.
 
+mod backlog;
 mod client;
 mod connect;
 mod fanout;
 mod idle;
+mod publish;
 mod report;
 mod rr;
 mod servers;
@@ -56,6 +59,11 @@ pub(crate) struct Plan {
     pub(crate) storm_clients: usize,
     pub(crate) slow_seconds: u64,
     pub(crate) slow_rate: f64,
+    /// Publishing connections of the publish scenario, and its rate ladder (publishes/s).
+    pub(crate) publish_conns: usize,
+    pub(crate) publish_ladder: Vec<f64>,
+    /// Megabytes of the backlog scenario (half to a channel, half to the offline inbox).
+    pub(crate) backlog_mb: u64,
     /// Only these servers (`--servers tidings,socket_io,...`); all when empty.
     pub(crate) servers: Vec<Kind>,
 }
@@ -76,6 +84,7 @@ impl Plan {
                     heartbeat_ms: 1000,
                     heartbeat_timeout_ms: 1000,
                     server_core: 0,
+                    keep_backlog: false,
                 },
                 idle_steps: vec![50, 100, 200],
                 fanout_sizes: vec![20],
@@ -89,6 +98,9 @@ impl Plan {
                 storm_clients: 200,
                 slow_seconds: 2,
                 slow_rate: 1000.0,
+                publish_conns: 50,
+                publish_ladder: vec![500.0, 2000.0],
+                backlog_mb: 4,
                 servers: Vec::new(),
             },
             Mode::Quick => Plan {
@@ -98,10 +110,11 @@ impl Plan {
                     heartbeat_ms: 3000,
                     heartbeat_timeout_ms: 3000,
                     server_core: 0,
+                    keep_backlog: false,
                 },
                 idle_steps: vec![1000, 2000, 4000],
                 fanout_sizes: vec![1000],
-                fanout_ladder: vec![20e3, 100e3, 300e3, 700e3, 1.4e6, 3e6],
+                fanout_ladder: vec![20e3, 50e3, 100e3, 200e3, 300e3, 500e3, 700e3, 1.4e6, 3e6],
                 step: Duration::from_millis(1500),
                 drain: Duration::from_secs(2),
                 rr_conns: 1000,
@@ -111,6 +124,11 @@ impl Plan {
                 storm_clients: 3000,
                 slow_seconds: 6,
                 slow_rate: 2000.0,
+                publish_conns: 1000,
+                publish_ladder: vec![
+                    1e3, 5e3, 10e3, 15e3, 20e3, 25e3, 30e3, 40e3, 50e3, 70e3, 100e3,
+                ],
+                backlog_mb: 100,
                 servers: Vec::new(),
             },
             Mode::Full => Plan {
@@ -120,6 +138,7 @@ impl Plan {
                     heartbeat_ms: 5000,
                     heartbeat_timeout_ms: 5000,
                     server_core: 0,
+                    keep_backlog: false,
                 },
                 idle_steps: vec![1000, 5000, 10_000, 19_000],
                 fanout_sizes: vec![100, 1000, 10_000],
@@ -133,6 +152,12 @@ impl Plan {
                 storm_clients: 15_000,
                 slow_seconds: 20,
                 slow_rate: 2000.0,
+                publish_conns: 1000,
+                publish_ladder: vec![
+                    1e3, 2e3, 5e3, 10e3, 15e3, 20e3, 30e3, 40e3, 50e3, 60e3, 70e3, 85e3, 100e3,
+                    150e3,
+                ],
+                backlog_mb: 100,
                 servers: Vec::new(),
             },
         }
@@ -165,15 +190,22 @@ pub(crate) struct Results {
     pub(crate) connect: Vec<Run<connect::ConnectResult>>,
     pub(crate) storm: Vec<Run<storm::StormResult>>,
     pub(crate) slow: Vec<Run<slow::SlowResult>>,
+    #[serde(default)]
+    pub(crate) publish: Vec<Run<publish::PublishResult>>,
+    #[serde(default)]
+    pub(crate) backlog: Vec<Run<backlog::BacklogResult>>,
 }
 
 impl Plan {
     /// The scenario's servers in interleaved order, A B C then C B A, over the passes.
+    /// `TIDINGS_TEST_SKIP_POSTGRES` (as for the tests) leaves the PostgreSQL row out.
     pub(crate) fn order(&self, kinds: &[Kind]) -> Vec<(Kind, usize)> {
+        let postgres = std::env::var_os("TIDINGS_TEST_SKIP_POSTGRES").is_none();
         let kinds: Vec<Kind> = kinds
             .iter()
             .copied()
             .filter(|k| self.servers.is_empty() || self.servers.contains(k))
+            .filter(|k| postgres || *k != Kind::TidingsPostgres)
             .collect();
         interleaved(&kinds, self.passes)
     }
@@ -261,7 +293,7 @@ fn main() -> std::process::ExitCode {
                 Ok(true)
             }
             Some("run") => run(&args).await,
-            _ => Err("usage: loadgen run --mode smoke|quick|full [--out FILE] [--only idle,fanout,rr,connect,storm,slow] [--servers tidings,socketioxide,socket_io,raw_naive,raw_batch,bare_ws] [--docs DIR] [--passes N] [--fanout-sizes a,b] [--merge] | loadgen report FILE".into()),
+            _ => Err("usage: loadgen run --mode smoke|quick|full [--out FILE] [--only idle,fanout,rr,connect,storm,slow,publish,backlog] [--servers tidings,tidings_postgres,tidings_ephemeral,tidings_one_user,socketioxide,socket_io,raw_naive,raw_batch,bare_ws] [--docs DIR] [--passes N] [--fanout-sizes a,b] [--merge] | loadgen report FILE".into()),
         }
     });
     // Connection tasks may still be winding down: do not wait for them.
@@ -316,11 +348,8 @@ async fn run(args: &[String]) -> Res<bool> {
         machine: servers::machine(),
         versions: servers::versions(&paths),
         commands: vec![
-            format!("bench/run --{}", format!("{mode:?}").to_lowercase()),
-            format!(
-                "taskset -c 1 target/release/loadgen run --mode {}",
-                format!("{mode:?}").to_lowercase()
-            ),
+            bench_run_command(mode, args),
+            format!("taskset -c 1 target/release/loadgen {}", args.join(" ")),
         ],
         heartbeat_ms: plan.common.heartbeat_ms,
         ..Results::default()
@@ -350,8 +379,15 @@ async fn run(args: &[String]) -> Res<bool> {
     if wants("slow") {
         results.slow = slow::scenario(&plan, &paths).await;
     }
+    if wants("publish") {
+        results.publish = publish::scenario(&plan, &paths).await;
+    }
+    if wants("backlog") {
+        results.backlog = backlog::scenario(&plan, &paths).await;
+    }
     results.seconds = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&work);
+    servers::drop_databases().await;
 
     let out = arg(args, "--out").map(PathBuf::from);
     // --merge: keep the other scenarios of an existing results file (re-running one
@@ -379,6 +415,12 @@ async fn run(args: &[String]) -> Res<bool> {
         if wants("slow") {
             base.slow = std::mem::take(&mut results.slow);
         }
+        if wants("publish") {
+            base.publish = std::mem::take(&mut results.publish);
+        }
+        if wants("backlog") {
+            base.backlog = std::mem::take(&mut results.backlog);
+        }
         base.commands.push(format!(
             "re-run on {} and merged: loadgen {}",
             results.date,
@@ -405,6 +447,20 @@ async fn run(args: &[String]) -> Res<bool> {
     // Smoke proves the harness: a failed run fails it. In quick and full runs a server that
     // gives up under load is a measurement (it is on the page), not a failure of the bench.
     Ok(failed == 0 || mode != Mode::Smoke)
+}
+
+/// The `bench/run` line that runs what `args` asks.
+fn bench_run_command(mode: Mode, args: &[String]) -> String {
+    let mut line = format!("bench/run --{}", format!("{mode:?}").to_lowercase());
+    for flag in ["--only", "--servers"] {
+        if let Some(value) = arg(args, flag) {
+            line.push_str(&format!(" {flag} {value}"));
+        }
+    }
+    if args.iter().any(|a| a == "--merge") {
+        line.push_str(" --merge");
+    }
+    line
 }
 
 fn affinity() -> String {

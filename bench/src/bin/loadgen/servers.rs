@@ -1,4 +1,5 @@
-//! The servers under test: Tidings, its two peers and the ceilings, started pinned to core 0,
+//! The servers under test: Tidings (its default durable SQLite store, and as diagnostic rows
+//! `--ephemeral` and PostgreSQL), its two peers and the ceilings, started pinned to core 0,
 //! with their RSS and CPU time read from /proc.
 
 use std::net::SocketAddr;
@@ -16,8 +17,13 @@ use crate::client::{Proto, Target};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Kind {
+    /// The `tidings` binary as a user runs it: durable SQLite in a fresh data directory.
     Tidings,
-    /// Tidings again, with every client connecting as one user id: no presence traffic
+    /// `tidings serve --database-url postgres://…`, a fresh database per start.
+    TidingsPostgres,
+    /// `tidings serve --ephemeral`: publications in memory only. A diagnostic row.
+    TidingsEphemeral,
+    /// Tidings (SQLite) again, with every client connecting as one user id: no presence traffic
     /// (`user_joined`/`user_left` go to every other member, O(N²) frames for N users joining
     /// one channel). A diagnostic row, not a peer.
     TidingsOneUser,
@@ -31,7 +37,10 @@ pub(crate) enum Kind {
 impl Kind {
     pub(crate) fn proto(self) -> Proto {
         match self {
-            Kind::Tidings | Kind::TidingsOneUser => Proto::Tidings,
+            Kind::Tidings
+            | Kind::TidingsPostgres
+            | Kind::TidingsEphemeral
+            | Kind::TidingsOneUser => Proto::Tidings,
             Kind::Socketioxide | Kind::SocketIo => Proto::SocketIo,
             Kind::RawNaive | Kind::RawBatch => Proto::Raw,
             Kind::BareWs => Proto::Ws,
@@ -40,7 +49,9 @@ impl Kind {
 
     pub(crate) fn label(self) -> &'static str {
         match self {
-            Kind::Tidings => "Tidings",
+            Kind::Tidings => "Tidings (SQLite, the default)",
+            Kind::TidingsPostgres => "Tidings, PostgreSQL",
+            Kind::TidingsEphemeral => "Tidings --ephemeral",
             Kind::TidingsOneUser => "Tidings, one user id (no presence)",
             Kind::Socketioxide => "socketioxide",
             Kind::SocketIo => "Socket.IO (Node)",
@@ -67,9 +78,14 @@ pub(crate) struct Common {
     pub(crate) heartbeat_ms: u64,
     pub(crate) heartbeat_timeout_ms: u64,
     pub(crate) server_core: usize,
+    /// Tidings keeps the backlog scenario's channels whole (only that scenario sets it, so
+    /// that every other one runs the default retention).
+    pub(crate) keep_backlog: bool,
 }
 
 pub(crate) const SECRET: &str = "tidings-bench-secret-0123456789abcdef";
+/// The Tidings HTTP API key (`Authorization: Bearer ...`).
+pub(crate) const API_KEY: &str = "bench-api-key";
 
 /// A running server.
 pub(crate) struct Server {
@@ -77,6 +93,82 @@ pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
     pid: u32,
     child: Child,
+    /// The store made for this start, removed by [`Server::stop`].
+    store: FreshStore,
+}
+
+/// What a Tidings server was given to store publications in.
+enum FreshStore {
+    None,
+    /// A new SQLite data directory.
+    DataDir(PathBuf),
+    /// A new PostgreSQL database, dropped afterwards.
+    Database(String),
+}
+
+/// The PostgreSQL server the `tidings_postgres` row uses (`DATABASE_URL`, as the tests).
+pub(crate) fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Databases this process creates are named `tidings_bench_<pid>_<n>`.
+fn database_prefix() -> String {
+    format!("tidings_bench_{}_", std::process::id())
+}
+
+/// Creates a fresh database; returns its name and URL.
+async fn create_database() -> Res<(String, String)> {
+    use sqlx::Connection;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("{}{n}", database_prefix());
+    let admin = admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .map_err(|e| format!("PostgreSQL at {admin}: {e}"))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    let _ = conn.close().await;
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Ok((name.clone(), format!("{base}/{name}")))
+}
+
+/// Drops the databases this process created and left behind (a run that failed midway).
+pub(crate) async fn drop_databases() {
+    use sqlx::Connection;
+    let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await else {
+        return;
+    };
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(database_prefix())
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
+    let _ = conn.close().await;
+}
+
+/// PostgreSQL backend processes serving `database` (their titles name it), for their CPU.
+fn backend_pids(database: &str) -> Vec<u32> {
+    let needle = format!(" {database} ");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| {
+        let entry = entry.ok()?;
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let title = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let title = String::from_utf8_lossy(&title);
+        (title.starts_with("postgres:") && title.contains(&needle)).then_some(pid)
+    })
+    .collect()
 }
 
 fn free_port() -> Res<u16> {
@@ -139,21 +231,13 @@ impl Server {
         let core = common.server_core.to_string();
         let mut command = Command::new("taskset");
         command.arg("-c").arg(&core);
+        let mut store = FreshStore::None;
         match kind {
-            Kind::Tidings | Kind::TidingsOneUser => {
-                let config = paths.work.join("tidings-bench.toml");
-                std::fs::write(&config, tidings_config(common))?;
-                command
-                    .arg(&paths.tidings)
-                    .arg("serve")
-                    .arg("--ephemeral")
-                    .arg("--bind")
-                    .arg(addr.to_string())
-                    .arg("--config")
-                    .arg(&config)
-                    .env("TIDINGS_JWT_SECRET", SECRET)
-                    .env("TIDINGS_API_KEY", "bench-api-key")
-                    .env("RUST_LOG", "warn");
+            Kind::Tidings
+            | Kind::TidingsPostgres
+            | Kind::TidingsEphemeral
+            | Kind::TidingsOneUser => {
+                store = tidings_command(&mut command, kind, paths, common, addr).await?;
             }
             Kind::Socketioxide | Kind::SocketIo => {
                 if kind == Kind::Socketioxide {
@@ -194,6 +278,7 @@ impl Server {
             addr,
             pid,
             child,
+            store,
         };
         server.wait_ready().await?;
         Ok(server)
@@ -229,28 +314,122 @@ impl Server {
         rss_bytes(self.pid)
     }
 
-    pub(crate) fn cpu(&self) -> f64 {
-        cpu_seconds(self.pid)
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
     }
 
-    /// Stops the server (SIGKILL: nothing of its state matters after a run).
+    /// CPU seconds of the server, and of the PostgreSQL backends serving its database (they
+    /// do its storage work; backends that ended meanwhile are not counted).
+    pub(crate) fn cpu(&self) -> f64 {
+        let own = cpu_seconds(self.pid);
+        match &self.store {
+            FreshStore::Database(name) => {
+                own + backend_pids(name)
+                    .into_iter()
+                    .map(cpu_seconds)
+                    .filter(|s| s.is_finite())
+                    .sum::<f64>()
+            }
+            _ => own,
+        }
+    }
+
+    /// Stops the server (SIGKILL: nothing of its state matters after a run), removes the
+    /// store made for it and flushes the disk.
     pub(crate) async fn stop(mut self) {
         let _ = self.child.kill().await;
         // Let the kernel release the listening socket and the connections.
         tokio::time::sleep(Duration::from_millis(300)).await;
+        match &self.store {
+            FreshStore::DataDir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            FreshStore::Database(name) => {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                }
+            }
+            FreshStore::None => {}
+        }
+        // Write back what this server (and PostgreSQL, dropping its database) left dirty, so
+        // that the next server's fsyncs do not wait behind it.
+        let _ = Command::new("sync").status().await;
     }
 }
 
+/// Adds the `tidings serve` command line of `kind` to `command`, with a fresh store.
+async fn tidings_command(
+    command: &mut Command,
+    kind: Kind,
+    paths: &Paths,
+    common: Common,
+    addr: SocketAddr,
+) -> Res<FreshStore> {
+    static STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let config = paths.work.join("tidings-bench.toml");
+    std::fs::write(&config, tidings_config(common))?;
+    command
+        .arg(&paths.tidings)
+        .arg("serve")
+        .arg("--bind")
+        .arg(addr.to_string())
+        .arg("--config")
+        .arg(&config)
+        .env_remove("DATABASE_URL")
+        .env_remove("TIDINGS_DATA_DIR")
+        .env("TIDINGS_JWT_SECRET", SECRET)
+        .env("TIDINGS_API_KEY", API_KEY)
+        .env("RUST_LOG", "warn");
+    Ok(match kind {
+        Kind::TidingsEphemeral => {
+            command.arg("--ephemeral");
+            FreshStore::None
+        }
+        Kind::TidingsPostgres => {
+            let (name, url) = create_database().await?;
+            command.arg("--database-url").arg(url);
+            FreshStore::Database(name)
+        }
+        _ => {
+            // The default store, in a directory of its own per start.
+            let dir = paths.work.join(format!("data-{n}"));
+            command.arg("--data-dir").arg(&dir);
+            FreshStore::DataDir(dir)
+        }
+    })
+}
+
+/// The TOML the bench gives every Tidings row; everything not named is the binary's default.
 fn tidings_config(common: Common) -> String {
-    format!(
-        "# Written by the bench: limits raised so that the load generator is never rate\n\
-         # limited; history large enough for the reconnect storm.\n\
-         heartbeat = {}\nheartbeat_timeout = {}\nhistory_size = 10000\n\n\
+    let mut toml = format!(
+        "# Written by the bench. Anything not set here is the tidings binary's default.\n\
+         # Client rate limits raised so that the load generator is never throttled, and no\n\
+         # cap on connections per user (the one-user diagnostic row is one user).\n\
+         heartbeat = {}\nheartbeat_timeout = {}\n\n\
          [limits]\nrate_per_second = 10000000\nrate_burst = 10000000\n\
          rate_violations_before_close = 1000000\nmax_connections_per_user = 0\n",
         common.heartbeat_ms, common.heartbeat_timeout_ms
-    )
+    );
+    if common.keep_backlog {
+        // The default keeps 1,000 publications per channel.
+        toml.push_str(&format!(
+            "\n# The backlog scenario: its channel and the personal channels keep it whole.\n\
+             [[channels]]\npattern = \"{BACKLOG_PREFIX}*\"\nhistory_size = {BACKLOG_HISTORY}\n\n\
+             [[channels]]\npattern = \"user:*\"\nhistory_size = {BACKLOG_HISTORY}\n"
+        ));
+    }
+    toml
 }
+
+/// Channels of the backlog scenario start with this.
+pub(crate) const BACKLOG_PREFIX: &str = "backlog:";
+/// Publications the backlog scenario's channels keep.
+const BACKLOG_HISTORY: usize = 1_000_000;
 
 /// Versions of what is measured, for the report.
 pub(crate) fn versions(paths: &Paths) -> Vec<(String, String)> {
@@ -299,6 +478,10 @@ pub(crate) fn versions(paths: &Paths) -> Vec<(String, String)> {
         ),
         ("socket.io".into(), node_module("socket.io")),
         ("node".into(), run("node", &["--version"])),
+        (
+            "postgresql".into(),
+            run("psql", &[&admin_url(), "-tAc", "SHOW server_version"]),
+        ),
         ("rustc".into(), run("rustc", &["--version"])),
         ("kernel".into(), run("uname", &["-r"])),
     ]

@@ -31,7 +31,12 @@ pub(crate) struct SlowResult {
     pub(crate) slow_outcome: String,
 }
 
-pub(crate) const SERVERS: [Kind; 3] = [Kind::Tidings, Kind::Socketioxide, Kind::SocketIo];
+pub(crate) const SERVERS: [Kind; 4] = [
+    Kind::Tidings,
+    Kind::TidingsEphemeral,
+    Kind::Socketioxide,
+    Kind::SocketIo,
+];
 
 const HEALTHY: usize = 10;
 

@@ -37,8 +37,9 @@ pub(crate) struct StormResult {
     pub(crate) server_cpu_s: f64,
 }
 
-pub(crate) const SERVERS: [Kind; 5] = [
+pub(crate) const SERVERS: [Kind; 6] = [
     Kind::Tidings,
+    Kind::TidingsEphemeral,
     Kind::TidingsOneUser,
     Kind::Socketioxide,
     Kind::SocketIo,
