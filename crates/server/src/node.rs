@@ -12,7 +12,7 @@ use tidings_protocol::{BROADCAST_CHANNEL, Delivery, RawEvent};
 use crate::auth::{AccessRequest, Action, Authenticator, AuthorizeFn, Claims, default_policy};
 use crate::config::Config;
 use crate::errors::{ChannelError, PublishError};
-use crate::hub::{Hub, Published};
+use crate::hub::{Hub, Published, Submitted};
 use crate::store::Publication;
 
 /// State shared by every connection and handler.
@@ -132,6 +132,21 @@ impl Shared {
         event: RawEvent,
         delivery: Option<Delivery>,
     ) -> Result<Published, PublishError> {
+        let submitted = self
+            .submit_publish(caller, channel, event, delivery)
+            .await?;
+        Ok(submitted.outcome().await?)
+    }
+
+    /// [`Shared::publish`] without waiting for the commit: the checks, then the publication's
+    /// place in its channel. A connection answers the [`Submitted`] later and reads on.
+    pub(crate) async fn submit_publish(
+        &self,
+        caller: Caller<'_>,
+        channel: &str,
+        event: RawEvent,
+        delivery: Option<Delivery>,
+    ) -> Result<Submitted, PublishError> {
         check_channel_name(channel).map_err(PublishError::InvalidChannel)?;
         if let Some(reason) = reserved(channel) {
             return Err(PublishError::Forbidden(reason));
@@ -154,7 +169,7 @@ impl Shared {
         };
         Ok(self
             .hub
-            .publish(channel, event, caller.sender(), delivery)
+            .submit(channel, event, caller.sender(), delivery)
             .await?)
     }
 

@@ -97,4 +97,73 @@ async fn concurrent_publishers_share_commits_and_keep_order(db: TestDb) {
     }
 }
 
-on_both!(concurrent_publishers_share_commits_and_keep_order);
+/// Publishes one socket sends back to back without waiting for replies.
+const PIPELINED: u64 = 300;
+
+/// One connection's publishes are pipelined: it reads its next request while earlier ones
+/// commit, so they share commits; offsets still follow the order it sent them, every one is
+/// answered, and a client that closes right after sending loses none of them.
+async fn one_connection_pipelines_its_publishes_in_order(db: TestDb) {
+    let store = Arc::new(db.open().await);
+    let mut config = config();
+    config.limits.rate_per_second = 100_000;
+    config.limits.rate_burst = 100_000;
+    let server = start_with(Tidings::builder().config(config).store(store)).await;
+    let mut reader = server.connect("reader").await;
+    reader.subscribe("orders:pipe").await;
+    let mut writer = server.connect("writer").await;
+    let mut ids = Vec::new();
+    for n in 0..PIPELINED {
+        let data = json!({"channel": "orders:pipe", "event": {"type": "order", "data": {"n": n}}});
+        ids.push(writer.request("publish", data).await);
+    }
+    // Every publish answered, each with the offset of its place in the sending order.
+    let mut offsets = HashMap::new();
+    while (offsets.len() as u64) < PIPELINED {
+        let frame = writer.recv().await;
+        if let (Some(id), ServerMessage::Reply(_)) = (frame.id, &frame.message) {
+            let offset = as_json(&frame)["data"]["offset"].as_u64().unwrap();
+            offsets.insert(id, offset);
+        } else {
+            assert!(
+                !matches!(frame.message, ServerMessage::Error(_)),
+                "{frame:?}"
+            );
+        }
+    }
+    for (k, id) in ids.iter().enumerate() {
+        assert_eq!(offsets[id], k as u64 + 1, "request {id}");
+    }
+    let mut seen = Vec::new();
+    while (seen.len() as u64) < PIPELINED {
+        let frame = reader.recv().await;
+        if let ServerMessage::Message(body) = &frame.message {
+            let n = as_json(&frame)["data"]["event"]["data"]["n"]
+                .as_u64()
+                .unwrap();
+            assert_eq!(body.offset, Some(n + 1), "offset follows the sending order");
+            seen.push(n);
+        }
+    }
+
+    // Publishes followed at once by a close: every one is stored.
+    for n in 0..PIPELINED {
+        let data = json!({"channel": "orders:pipe", "event": {"type": "order", "data": {"n": n}}});
+        writer.request("publish", data).await;
+    }
+    writer.close().await;
+    let mut arrived = 0;
+    while arrived < PIPELINED {
+        if let ServerMessage::Message(_) = reader.recv().await.message {
+            arrived += 1;
+        }
+    }
+    use tidings_server::store::PublicationStore;
+    let position = db.open().await.position("orders:pipe").await.unwrap();
+    assert_eq!(position.offset, 2 * PIPELINED);
+}
+
+on_both!(
+    concurrent_publishers_share_commits_and_keep_order,
+    one_connection_pipelines_its_publishes_in_order
+);

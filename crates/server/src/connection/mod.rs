@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
 use futures_util::stream::SplitStream;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tidings_protocol::{ClientFrame, Code};
@@ -19,12 +20,21 @@ use crate::errors::RequestError;
 use crate::hub::Conn;
 use crate::node::Shared;
 use crate::outbox::Outbox;
+use crate::requests::Deferred;
 
 mod session;
 mod writer;
 
 pub(crate) use session::Session;
 use writer::{close_frame, write_loop};
+
+/// Publishes one connection may have waiting for their commit before it stops reading: deep
+/// enough that one client's stream of publishes fills group commits, bounded so that it
+/// cannot queue without limit.
+const MAX_DEFERRED: usize = 64;
+
+/// How long a closing connection waits for the answers of publishes it already accepted.
+const DEFERRED_GRACE: Duration = Duration::from_secs(5);
 
 /// Who connected, decided during the HTTP upgrade.
 pub(crate) struct Admission {
@@ -177,9 +187,13 @@ impl Connection {
         tokio::pin!(silence);
         let expiry = sleep_until(token_deadline(self.session.claims.exp));
         tokio::pin!(expiry);
+        // Answers still to come (publishes waiting for their commit), in any order; at most
+        // MAX_DEFERRED before the next frame is read.
+        let mut deferred = FuturesUnordered::<Deferred>::new();
         loop {
             tokio::select! {
                 _ = &mut writer => return,
+                Some(()) = deferred.next(), if !deferred.is_empty() => {}
                 () = self.conn().outbox.closed() => break,
                 () = &mut silence => {
                     self.conn().outbox.close(Code::HeartbeatTimeout, "no frame within the heartbeat timeout");
@@ -189,10 +203,14 @@ impl Connection {
                     self.conn().outbox.close(Code::Unauthenticated, "token expired");
                     break;
                 }
-                frame = stream.next() => {
+                frame = stream.next(), if deferred.len() < MAX_DEFERRED => {
                     silence.as_mut().reset(Instant::now() + silence_limit);
                     match frame {
-                        Some(Ok(Message::Text(text))) => Box::pin(self.on_text(text.as_str())).await,
+                        Some(Ok(Message::Text(text))) => {
+                            if let Some(answer) = Box::pin(self.on_text(text.as_str())).await {
+                                deferred.push(answer);
+                            }
+                        }
                         Some(Ok(Message::Binary(_))) => {
                             let error = RequestError::new(Code::BadFrame, "binary frames are not supported; send JSON text");
                             self.session.reply_error(None, &error);
@@ -217,6 +235,12 @@ impl Connection {
                 }
             }
         }
+        // What was accepted is committed whatever happens here; its answers go out if the
+        // writer still sends (a client that closed after its publishes still hears them).
+        if !deferred.is_empty() {
+            let answered = async { while deferred.next().await.is_some() {} };
+            let _ = tokio::time::timeout(DEFERRED_GRACE, answered).await;
+        }
         finish_writer(writer).await;
     }
 
@@ -229,19 +253,23 @@ impl Connection {
         );
     }
 
-    async fn on_text(&mut self, text: &str) {
+    /// Handles one text frame; returns the answer still to come, if any.
+    async fn on_text(&mut self, text: &str) -> Option<Deferred> {
         metrics::counter!(crate::metrics::FRAMES_IN).increment(1);
         if text.len() > self.session.shared.config.limits.max_frame_bytes {
-            return self.too_large();
+            self.too_large();
+            return None;
         }
         if self.limiter.check().is_err() {
-            return self.rate_limited(text);
+            self.rate_limited(text);
+            return None;
         }
         match ClientFrame::decode(text) {
             Ok(frame) => crate::requests::dispatch(&mut self.session, frame).await,
             Err(e) => {
                 let error = RequestError::new(Code::BadFrame, e.kind.to_string());
                 self.session.reply_error(e.id, &error);
+                None
             }
         }
     }

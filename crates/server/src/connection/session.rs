@@ -54,9 +54,7 @@ impl Session {
 
     /// Queues an `error` frame answering request `id`.
     pub(crate) fn reply_error(&self, id: Option<u64>, error: &RequestError) {
-        crate::metrics::error(error.code);
-        self.conn
-            .send(&ServerFrame::error(id, error.code, error.message.as_str()));
+        crate::requests::reply_error(&self.conn, id, error);
     }
 
     /// Queues `connected`, then joins the personal and route-bound channels. On an error the

@@ -48,6 +48,27 @@ pub struct Published {
     pub delivered: usize,
 }
 
+/// A publication the hub has taken: delivered already, or waiting for its commit.
+#[derive(Debug)]
+pub(crate) enum Submitted {
+    /// Ephemeral: fanned out during the submit.
+    Done(Published),
+    /// Reliable: answered once committed and fanned out.
+    Committing(oneshot::Receiver<Result<Published, StoreError>>),
+}
+
+impl Submitted {
+    /// What the publish did, once it is durable and queued for subscribers.
+    pub(crate) async fn outcome(self) -> Result<Published, StoreError> {
+        match self {
+            Submitted::Done(published) => Ok(published),
+            Submitted::Committing(fanned_out) => fanned_out
+                .await
+                .map_err(|_| StoreError::Unavailable("the publication's task ended".into()))?,
+        }
+    }
+}
+
 /// Channels, users and the stores behind them.
 pub(crate) struct Hub {
     channels: DashMap<Arc<str>, Arc<Channel>>,
@@ -189,19 +210,21 @@ impl Hub {
         }
     }
 
-    /// Stores (unless ephemeral) and fans out one publication.
+    /// Stores (unless ephemeral) and fans out one publication: takes its place in its
+    /// channel and returns without waiting for its commit ([`Submitted::outcome`] does).
     ///
-    /// A reliable publication is submitted to the store under the channel's lock (so offsets
-    /// follow this order), committed without it (so concurrent publishes share commits), and
-    /// fanned out in offset order by a task of its own: cancelling this future neither loses
-    /// nor stalls it.
-    pub(crate) async fn publish(
+    /// An ephemeral publication is fanned out at once. A reliable one is submitted to the
+    /// store under the channel's lock (so offsets follow the order of `submit` calls),
+    /// committed without it (so concurrent publishes share commits), and fanned out in offset
+    /// order by a task of its own: dropping the [`Submitted`] neither loses nor stalls it. A
+    /// connection can so submit its next publish while earlier ones commit.
+    pub(crate) async fn submit(
         self: &Arc<Self>,
         channel: &str,
         event: RawEvent,
         sender: Option<Arc<str>>,
         delivery: Delivery,
-    ) -> Result<Published, StoreError> {
+    ) -> Result<Submitted, StoreError> {
         let name: Arc<str> = Arc::from(channel);
         if delivery == Delivery::Ephemeral {
             let (state, position) = self.lock_positioned(channel).await?;
@@ -210,11 +233,11 @@ impl Hub {
                 Arc::new(Publication::new(name, None, epoch, now_ms(), sender, event));
             let delivered = self.fan_out(&state, &publication, delivery);
             self.forward(&publication).await;
-            return Ok(Published {
+            return Ok(Submitted::Done(Published {
                 offset: None,
                 epoch: publication.epoch.to_string(),
                 delivered,
-            });
+            }));
         }
         let append = Append {
             channel: name.clone(),
@@ -251,9 +274,7 @@ impl Hub {
             });
             fanned_out
         };
-        fanned_out
-            .await
-            .map_err(|_| StoreError::Unavailable("the publication's task ended".into()))?
+        Ok(Submitted::Committing(fanned_out))
     }
 
     /// Fans out the committed publications at the front of the pending queue, in order.

@@ -96,13 +96,17 @@ async fn presence_events_stop_above_the_cap() {
     );
 }
 
+/// A reliable publish to "room", waited for until committed and fanned out.
+async fn publish(hub: &Arc<Hub>, event: RawEvent) {
+    let submitted = hub.submit("room", event, None, Delivery::Reliable).await;
+    submitted.unwrap().outcome().await.unwrap();
+}
+
 #[tokio::test]
 async fn recovery_comes_before_live_publications_and_channels_retire_when_empty() {
     let hub = hub(100);
     for n in 1..=3 {
-        hub.publish("room", event(n), None, Delivery::Reliable)
-            .await
-            .unwrap();
+        publish(&hub, event(n)).await;
     }
     assert_eq!(
         hub.sizes().2,
@@ -115,9 +119,7 @@ async fn recovery_comes_before_live_publications_and_channels_retire_when_empty(
     hub.subscribe(&ann, "room", None, Some(recover), Asked::Request(Some(7)))
         .await
         .unwrap();
-    hub.publish("room", event(4), None, Delivery::Reliable)
-        .await
-        .unwrap();
+    publish(&hub, event(4)).await;
     let frames: Vec<Value> = ann
         .outbox
         .drain()
@@ -142,9 +144,7 @@ async fn a_slow_consumer_is_closed_with_4009_and_counted() {
         .await
         .unwrap();
     for n in 0..20 {
-        hub.publish("room", event(n), None, Delivery::Reliable)
-            .await
-            .unwrap();
+        publish(&hub, event(n)).await;
     }
     assert_eq!(
         slow.outbox.close_order().map(|o| o.code),

@@ -9,7 +9,11 @@
 use tidings_protocol::messages::Reply;
 use tidings_protocol::{ClientFrame, ClientMessage, ServerFrame, ServerMessage};
 
+use futures_util::future::BoxFuture;
+
 use crate::connection::Session;
+use crate::errors::RequestError;
+use crate::hub::Conn;
 
 mod ack;
 mod history;
@@ -21,11 +25,19 @@ mod tests;
 mod typing;
 mod unsubscribe;
 
+/// A reply that waits for something (a commit) without holding up the connection.
+pub(crate) type LaterReply = BoxFuture<'static, Result<Reply, RequestError>>;
+
+/// A request's answer still to come: the connection polls it beside its reads and the
+/// answer queues itself when ready.
+pub(crate) type Deferred = BoxFuture<'static, ()>;
+
 /// What a handler asks the dispatcher to send back.
-#[derive(Debug)]
 pub(crate) enum Answer {
     /// A `reply` frame, always.
     Reply(Reply),
+    /// A `reply` frame (or the error) once the future is ready; the connection reads on.
+    Later(LaterReply),
     /// A `reply` frame only when the request had an id (fire-and-forget requests).
     ReplyIfAsked(Reply),
     /// A `pong` frame.
@@ -34,8 +46,9 @@ pub(crate) enum Answer {
     Sent,
 }
 
-/// Handles one decoded request and queues its answer or error.
-pub(crate) async fn dispatch(session: &mut Session, frame: ClientFrame) {
+/// Handles one decoded request and queues its answer or error, or returns the answer still
+/// to come (a publish waiting for its commit).
+pub(crate) async fn dispatch(session: &mut Session, frame: ClientFrame) -> Option<Deferred> {
     let id = frame.id;
     let answer = match frame.message {
         ClientMessage::Ping => Ok(Answer::Pong),
@@ -51,8 +64,28 @@ pub(crate) async fn dispatch(session: &mut Session, frame: ClientFrame) {
         Ok(Answer::Reply(reply)) => ServerMessage::Reply(reply),
         Ok(Answer::ReplyIfAsked(reply)) if id.is_some() => ServerMessage::Reply(reply),
         Ok(Answer::Pong) => ServerMessage::Pong,
-        Ok(Answer::ReplyIfAsked(_) | Answer::Sent) => return,
-        Err(error) => return session.reply_error(id, &error),
+        Ok(Answer::Later(later)) => {
+            let conn = session.conn.clone();
+            return Some(Box::pin(async move {
+                let message = match later.await {
+                    Ok(reply) => ServerMessage::Reply(reply),
+                    Err(error) => return reply_error(&conn, id, &error),
+                };
+                conn.send(&ServerFrame { id, message });
+            }));
+        }
+        Ok(Answer::ReplyIfAsked(_) | Answer::Sent) => return None,
+        Err(error) => {
+            reply_error(&session.conn, id, &error);
+            return None;
+        }
     };
     session.conn.send(&ServerFrame { id, message });
+    None
+}
+
+/// Queues an error frame answering request `id`.
+pub(crate) fn reply_error(conn: &Conn, id: Option<u64>, error: &RequestError) {
+    crate::metrics::error(error.code);
+    conn.send(&ServerFrame::error(id, error.code, error.message.as_str()));
 }

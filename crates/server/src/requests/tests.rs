@@ -48,7 +48,9 @@ async fn session(tidings: &Tidings, user: &str) -> Session {
 /// Sends one request frame and returns the frames it queued.
 async fn ask(session: &mut Session, request: Value) -> Vec<Value> {
     let frame = ClientFrame::decode(&request.to_string()).unwrap();
-    dispatch(session, frame).await;
+    if let Some(later) = dispatch(session, frame).await {
+        later.await;
+    }
     frames(session)
 }
 

@@ -110,6 +110,11 @@ impl Client {
         Ok(Client { ws, next_id: 1 })
     }
 
+    /// Sends a close frame (normal closure) without waiting for the server's.
+    pub async fn close(&mut self) {
+        self.ws.close(None).await.unwrap();
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.ws.send(Message::text(text.to_owned())).await.unwrap();
     }
