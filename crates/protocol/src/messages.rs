@@ -112,8 +112,17 @@ pub struct ChannelPosition {
     pub channel: String,
     /// Its current epoch.
     pub epoch: String,
-    /// Its latest offset (0 when nothing was published yet).
+    /// Its latest offset (0 when nothing was published yet); for the personal channel, the
+    /// offset its offline inbox starts after (what follows `connected` is what came since).
     pub offset: u64,
+    /// Personal channel only: whether the inbox that follows `connected` holds everything
+    /// this device missed (`false`: retention or the server's recovery limit cut it short,
+    /// or the epoch changed; reload older state through `history` from `history_start`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    /// When not recovered: the oldest offset still stored, where history starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_start: Option<u64>,
 }
 
 /// `connected`: the first frame of every accepted connection.

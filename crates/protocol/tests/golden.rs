@@ -155,6 +155,8 @@ fn cases() -> Vec<(&'static str, Frame)> {
                         channel: "user:42".into(),
                         epoch: "u9Tr4".into(),
                         offset: 12,
+                        recovered: Some(true),
+                        history_start: None,
                     }],
                 }),
             ),

@@ -251,11 +251,19 @@ fn connected() -> impl Strategy<Value = Connected> {
         (text(), text(), any::<u32>()),
         (any::<u64>(), any::<u64>(), any::<usize>()),
         prop::collection::vec(
-            (text(), text(), any::<u64>()).prop_map(|(channel, epoch, offset)| ChannelPosition {
-                channel,
-                epoch,
-                offset,
-            }),
+            (
+                (text(), text(), any::<u64>()),
+                (any::<Option<bool>>(), any::<Option<u64>>()),
+            )
+                .prop_map(|((channel, epoch, offset), (recovered, history_start))| {
+                    ChannelPosition {
+                        channel,
+                        epoch,
+                        offset,
+                        recovered,
+                        history_start,
+                    }
+                }),
             0..4,
         ),
     )

@@ -159,6 +159,7 @@ impl TidingsBuilder {
             self.broker,
             webhooks,
             self.config.presence_events_max_members,
+            self.config.recovery_limit,
         ));
         let tidings = Tidings {
             shared: Arc::new(Shared {

@@ -203,7 +203,70 @@ async fn the_http_api_refuses_an_event_no_client_can_receive(db: TestDb) {
     assert_eq!(position.offset, 0, "nothing stored");
 }
 
+/// `recovery_limit`: a `subscribe` that missed more is not recovered (and not closed); a
+/// device's inbox gets the newest `limit` items and `connected` says it is not whole.
+async fn the_configured_recovery_limit_cuts_replays_short(db: TestDb) {
+    let store = Arc::new(db.open().await);
+    let mut config = config();
+    config.recovery_limit = 5;
+    let server = start_with(Tidings::builder().config(config).store(store)).await;
+    publish_big(&server, "files", 8, 10).await;
+    let epoch = server
+        .tidings
+        .store()
+        .position("files")
+        .await
+        .unwrap()
+        .epoch
+        .to_string();
+    let mut client = server.connect("ann").await;
+    let within = as_json(
+        &client
+            .call(
+                "subscribe",
+                json!({"channel": "files", "recover": {"epoch": epoch, "offset": 3}}),
+            )
+            .await,
+    );
+    assert_eq!(within["data"]["recovered"], true, "{within}");
+    assert_eq!(
+        read_publications(&mut client, "files", 5).await,
+        vec![4, 5, 6, 7, 8]
+    );
+    let over = as_json(
+        &client
+            .call(
+                "subscribe",
+                json!({"channel": "files", "recover": {"epoch": epoch, "offset": 2}}),
+            )
+            .await,
+    );
+    assert_eq!(over["data"]["recovered"], false, "{over}");
+    assert_eq!(over["data"]["history_start"], 1);
+    client.ping_ok().await;
+
+    // Nine notifications for a device that was never connected: the newest five follow.
+    for n in 0..9 {
+        let note = Notification {
+            message: format!("{n}"),
+            ..Default::default()
+        };
+        server.tidings.notify_user("bob", &note).await.unwrap();
+    }
+    let mut bob = Client::open(&format!("{}&device=phone", server.url("bob"))).await;
+    let connected = as_json(&bob.recv().await);
+    let personal = &connected["data"]["subscriptions"][0];
+    assert_eq!(personal["offset"], 4, "{connected}");
+    assert_eq!(personal["recovered"], false, "{connected}");
+    assert_eq!(personal["history_start"], 1, "{connected}");
+    assert_eq!(
+        read_publications(&mut bob, "user:bob", 5).await,
+        vec![5, 6, 7, 8, 9]
+    );
+}
+
 on_both!(
+    the_configured_recovery_limit_cuts_replays_short,
     recovery_of_a_backlog_larger_than_the_queue,
     an_inbox_larger_than_the_queue,
     history_of_large_publications_pages_instead_of_closing,

@@ -268,7 +268,41 @@ async fn beyond_retention_says_where_history_starts(db: TestDb) {
     assert_eq!(reply["data"]["offset"], 10);
 }
 
+/// An inbox that retention cut short starts after what is gone and says so in `connected`;
+/// a whole one says `recovered: true`.
+async fn an_inbox_cut_by_retention_is_not_recovered(db: TestDb) {
+    let server = node(&db, config()).await;
+    let (mut client, connected) = connect(&server, "7", "laptop").await;
+    assert_eq!(
+        connected["subscriptions"][0]["recovered"], true,
+        "{connected}"
+    );
+    client.close().await;
+    for n in 1..=10 {
+        server
+            .tidings
+            .notify_user("7", &note(&format!("{n}")))
+            .await
+            .unwrap();
+    }
+    let mut config = config();
+    config.history_size = 4;
+    tidings_server::store::prune_all(&**server.tidings.store(), &config)
+        .await
+        .unwrap();
+    let (mut client, connected) = connect(&server, "7", "laptop").await;
+    let personal = &connected["subscriptions"][0];
+    assert_eq!(personal["recovered"], false, "{connected}");
+    assert_eq!(personal["history_start"], 7, "{connected}");
+    assert_eq!(personal["offset"], 6, "{connected}");
+    for n in 7..=10 {
+        let frame = as_json(&client.recv().await);
+        assert_eq!(frame["data"]["offset"], n, "{frame}");
+    }
+}
+
 on_both!(
+    an_inbox_cut_by_retention_is_not_recovered,
     offline_user_gets_the_inbox_once_per_device,
     history_pages_over_the_socket_and_http,
     beyond_retention_says_where_history_starts,

@@ -129,7 +129,8 @@ impl Core {
                 continue;
             };
             let recovered = match &sub.position {
-                None => None,
+                // First connection: the server says whether this device's inbox is whole.
+                None => position.recovered,
                 Some(mine) if mine.epoch != server.epoch => Some(false),
                 Some(mine) if mine.offset >= server.offset => Some(true),
                 // Publications were made while the client was away: the server subscribed

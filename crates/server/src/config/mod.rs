@@ -77,6 +77,12 @@ pub struct Config {
     /// Publications kept per channel for recovery and history, unless a channel class says
     /// otherwise.
     pub history_size: usize,
+    /// The most publications one recovery replays (a `subscribe` with `recover`, or a
+    /// device's offline inbox); 0 = as many as retention keeps. A client that missed more
+    /// gets `recovered: false` with `history_start` (its inbox: the newest this many) and
+    /// reloads older state itself. Replays are paged at any size, so this bounds the time
+    /// and store reads one reconnect costs, not memory.
+    pub recovery_limit: u64,
     /// How long publications are kept, unless a channel class says otherwise. A bare
     /// integer is seconds (deprecated).
     #[serde(deserialize_with = "duration::secs")]
@@ -117,6 +123,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             presence_events_max_members: 100,
             history_size: 1000,
+            recovery_limit: 0,
             history_ttl: Duration::from_secs(7 * 24 * 3600),
             channels: Vec::new(),
             storage: Storage::default(),

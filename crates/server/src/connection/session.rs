@@ -87,15 +87,17 @@ impl Session {
             let position = self.shared.hub.position(&channel).await?;
             // The personal channel is the offline inbox: it starts where this device
             // acknowledged, so what was published while it was away follows `connected`.
-            let offset = if channel == personal {
+            let start = if channel == personal {
                 self.inbox_start(&channel, &position).await?
             } else {
-                position.offset
+                InboxStart::live(position.offset)
             };
             positions.push(ChannelPosition {
                 channel,
                 epoch: position.epoch.to_string(),
-                offset,
+                offset: start.offset,
+                recovered: start.recovered,
+                history_start: start.history_start,
             });
         }
         self.send_connected(positions.clone());
@@ -134,39 +136,82 @@ impl Session {
             })));
     }
 
-    /// The offset the personal channel starts after: the device's (or user's) last ack in
-    /// this epoch, else 0; moved past what retention already removed. Without an inbox
-    /// store, the live position.
-    async fn inbox_start(&self, channel: &str, position: &Position) -> Result<u64, StoreError> {
+    /// Where the personal channel starts: after the device's (or user's) last ack in this
+    /// epoch, else after 0; moved past what retention already removed, and to the newest
+    /// `recovery_limit` items. Whether that start skips anything is `recovered`. Without an
+    /// inbox store, the live position.
+    async fn inbox_start(
+        &self,
+        channel: &str,
+        position: &Position,
+    ) -> Result<InboxStart, StoreError> {
         let stores = self.shared.hub.stores();
         let Some(inbox) = &stores.inbox else {
-            return Ok(position.offset);
+            return Ok(InboxStart::live(position.offset));
         };
         let (user, device) = (&*self.conn.user_id, self.device.as_str());
         let known = inbox.inbox_start(user, device).await?;
-        let acked = match &known {
+        // A position from another epoch (or ahead of this one) says nothing about what
+        // this device has seen.
+        let (acked, same_epoch) = match &known {
             Some(start) if *start.epoch == *position.epoch && start.offset <= position.offset => {
-                start.offset
+                (start.offset, true)
             }
-            _ => 0,
+            Some(_) => (0, false),
+            None => (0, true),
         };
-        let start = if acked >= position.offset {
-            position.offset
-        } else {
+        let mut start = InboxStart {
+            offset: position.offset,
+            recovered: Some(same_epoch),
+            history_start: None,
+        };
+        if acked < position.offset {
             let oldest = stores
                 .publications
                 .history(channel, Some(acked), None, 1)
                 .await?;
-            match oldest.first().and_then(|p| p.offset) {
-                Some(first) => first.saturating_sub(1).max(acked),
-                None => position.offset,
+            let first = oldest.first().and_then(|p| p.offset);
+            let newest_allowed = position
+                .offset
+                .saturating_sub(self.shared.hub.recovery_limit());
+            // Start after the ack, or after what retention removed, or at the limit.
+            let offset = first
+                .map_or(position.offset, |first| first.saturating_sub(1))
+                .max(acked)
+                .max(newest_allowed);
+            if offset > acked {
+                start.recovered = Some(false);
             }
-        };
+            start.offset = offset;
+            if start.recovered == Some(false) {
+                start.history_start = first;
+            }
+        }
         // A device's first connection pins its own position, so from now on it gets every
         // item once, whatever the user's other devices acknowledge.
         if !known.as_ref().is_some_and(|k| k.own) {
-            inbox.ack(user, device, &position.epoch, start).await?;
+            inbox
+                .ack(user, device, &position.epoch, start.offset)
+                .await?;
         }
         Ok(start)
+    }
+}
+
+/// Where an automatic channel starts, as `connected` tells it.
+struct InboxStart {
+    offset: u64,
+    recovered: Option<bool>,
+    history_start: Option<u64>,
+}
+
+impl InboxStart {
+    /// At the latest offset, nothing to say about recovery (a bound channel, or no inbox).
+    fn live(offset: u64) -> InboxStart {
+        InboxStart {
+            offset,
+            recovered: None,
+            history_start: None,
+        }
     }
 }

@@ -56,8 +56,14 @@ impl Hub {
         // What this node fanned out so far: publications committed after it are still
         // pending here and reach the new subscriber through the fan-out, not the replay.
         let (mut state, position) = self.lock_positioned(channel).await?;
+        // The recovery limit is for what clients ask; an automatic subscription starts where
+        // the session chose (a device's inbox, already cut to the limit).
+        let limit = match asked {
+            Asked::Request(_) => self.recovery_limit,
+            Asked::Automatically => u64::MAX,
+        };
         let recovered = match &recover {
-            Some(from) => Some(self.recoverable(channel, from, &position).await?),
+            Some(from) => Some(self.recoverable(channel, from, &position, limit).await?),
             None => None,
         };
         if let Asked::Request(id) = asked {
@@ -117,22 +123,25 @@ impl Hub {
             channel: channel.to_owned(),
             epoch: position.epoch.to_string(),
             offset: position.offset,
+            recovered: None,
+            history_start: None,
         })
     }
 
     /// Whether everything after `from` up to `through` is still stored (same epoch, within
-    /// retention and the recovery limit).
+    /// retention and `limit` publications).
     async fn recoverable(
         &self,
         channel: &str,
         from: &Recover,
         through: &Position,
+        limit: u64,
     ) -> Result<bool, StoreError> {
         if *through.epoch != *from.epoch || from.offset > through.offset {
             return Ok(false);
         }
         let missed = through.offset - from.offset;
-        if missed > self.recovery_limit {
+        if missed > limit {
             return Ok(false);
         }
         if missed == 0 {

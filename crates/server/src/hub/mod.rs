@@ -81,7 +81,8 @@ pub(crate) struct Hub {
     /// Channels with more members than this get no `user_joined`/`user_left` frames: each
     /// would go to every member, so a crowd joining costs members² frames.
     presence_events_max_members: usize,
-    /// A recovery that would replay more publications than this says `recovered: false`.
+    /// A recovery asked for that would replay more publications than this says
+    /// `recovered: false` (`Config::recovery_limit`; 0 there is `u64::MAX` here).
     recovery_limit: u64,
     next_conn: AtomicU64,
     /// Names pending publications, so a commit finds its entry in the channel's queue.
@@ -95,10 +96,15 @@ impl Hub {
         broker: Option<Arc<dyn Broker>>,
         webhooks: Option<Arc<Webhooks>>,
         presence_events_max_members: usize,
+        recovery_limit: u64,
     ) -> Hub {
         Hub {
             presence_events_max_members,
-            recovery_limit: u64::MAX,
+            recovery_limit: if recovery_limit == 0 {
+                u64::MAX
+            } else {
+                recovery_limit
+            },
             channels: DashMap::new(),
             users: DashMap::new(),
             stores,
@@ -112,6 +118,11 @@ impl Hub {
 
     pub(crate) fn stores(&self) -> &Stores {
         &self.stores
+    }
+
+    /// The most publications one recovery replays.
+    pub(crate) fn recovery_limit(&self) -> u64 {
+        self.recovery_limit
     }
 
     /// Adds a connection for its user, unless the user already has `limit` (0 = no limit).
