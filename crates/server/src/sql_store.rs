@@ -131,6 +131,8 @@ pub struct SqlStore {
     acks: Arc<inbox::AckBuffer>,
     /// What exists, when this process alone writes the database (SQLite).
     known: Option<Arc<known::Known>>,
+    /// SQLite file: the checkpoint task runs while this lives (it ends with the last clone).
+    checkpoints: Option<Arc<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl SqlStore {
@@ -210,6 +212,7 @@ impl SqlStore {
             reader,
             epoch,
             recovery_limit: DEFAULT_RECOVERY_LIMIT,
+            checkpoints: None,
         })
     }
 

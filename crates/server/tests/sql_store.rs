@@ -505,3 +505,46 @@ async fn sqlite_files_urls_and_memory() {
         Err(StoreError::Invalid(_))
     ));
 }
+
+/// SQLite checkpoints outside commits (none inside, so no publish waits for one): the WAL
+/// of a file store still comes back to its size limit after bursts well beyond it.
+#[tokio::test]
+async fn the_sqlite_wal_is_checkpointed_in_the_background() {
+    use tidings_server::store::Append;
+    let db = TestDb::sqlite();
+    let TestDb::Sqlite(dir) = &db else {
+        unreachable!()
+    };
+    let store = SqlStore::sqlite(format!("{}/", dir.display()))
+        .await
+        .unwrap();
+    let wal = dir.join(format!("{SQLITE_FILE_NAME}-wal"));
+    let channel: Arc<str> = Arc::from("bulk");
+    let blob = "x".repeat(4000);
+    let mut largest = 0;
+    // Six bursts of 16 MB: 96 MB in all, past the 64 MiB the WAL is cut back to.
+    for round in 0..6u64 {
+        let commits: Vec<_> = (0..4000u64)
+            .map(|n| {
+                let event =
+                    RawEvent::from_parts("blob", &json!({"n": round * 4000 + n, "b": blob}));
+                store.submit(Append {
+                    channel: channel.clone(),
+                    ts: now_ms(),
+                    sender: None,
+                    event: event.unwrap(),
+                })
+            })
+            .collect();
+        for committed in futures_util::future::join_all(commits).await {
+            committed.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+    }
+    assert_eq!(store.position("bulk").await.unwrap().offset, 24_000);
+    assert!(
+        largest < 90 * 1024 * 1024,
+        "the WAL grew to {largest} bytes: no checkpoint ran"
+    );
+}

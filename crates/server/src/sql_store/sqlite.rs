@@ -2,10 +2,12 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::oneshot;
 
 use super::sql::{db_error, unavailable};
 use super::{Db, SQLITE_FILE_NAME, SqlStore};
@@ -17,6 +19,10 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read connections to a SQLite file (writes use one connection of their own).
 const SQLITE_READERS: u32 = 4;
+/// The WAL file's size kept after a checkpoint (bytes; 64 MiB).
+const WAL_SIZE_LIMIT: &str = "67108864";
+/// How often the WAL is copied back into the database file, off the commit path.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
 impl SqlStore {
     /// Opens (creating it, its parent directories and its tables if missing) a SQLite database
@@ -67,7 +73,14 @@ impl SqlStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // No checkpoint inside a commit: SQLite's automatic one runs in the commit that
+            // crosses 1,000 WAL pages, and that publish (and every one queued behind it)
+            // waits for the copy and an fsync of the database file. `checkpoints` runs them
+            // beside the writer instead.
+            .pragma("wal_autocheckpoint", "0")
+            // After a burst, the WAL file shrinks back to this once a checkpoint caught up.
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT);
         // One writer connection: appends of this process queue here instead of spinning on
         // SQLite's lock; readers run beside it (WAL).
         let writer = SqlitePoolOptions::new()
@@ -82,7 +95,32 @@ impl SqlStore {
             .await
             .map_err(db_error)?;
         tracing::info!(file = %file.display(), "SQLite publication store ready");
-        SqlStore::finish(Db::Sqlite(writer), Db::Sqlite(reader), true).await
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(checkpoints(reader.clone(), stopped));
+        let mut store = SqlStore::finish(Db::Sqlite(writer), Db::Sqlite(reader), true).await?;
+        store.checkpoints = Some(Arc::new(stop));
+        Ok(store)
+    }
+}
+
+/// Checkpoints the WAL every [`CHECKPOINT_INTERVAL`] in PASSIVE mode (it never waits for the
+/// writer or readers, and the writer never waits for it) until `stop` is dropped with the
+/// last clone of the store. A WAL that a long read keeps from being copied grows until the
+/// next checkpoint that can.
+async fn checkpoints(pool: sqlx::SqlitePool, mut stop: oneshot::Receiver<()>) {
+    let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
+        }
     }
 }
 
