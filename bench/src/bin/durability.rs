@@ -5,6 +5,7 @@
 //!
 //! `cargo run --release -p tidings-bench --bin durability [-- SECONDS]`
 //! PostgreSQL from `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
+//! `DURABILITY_STORES=sqlite` (or `memory`, `postgres`, comma-separated) runs only those stores.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,18 +41,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect(),
         None => vec![(1, 1), (16, 16), (256, 1), (256, 256)],
     };
+    let only = std::env::var("DURABILITY_STORES").ok();
+    let wanted = |store: &str| {
+        only.as_deref()
+            .is_none_or(|list| list.split(',').any(|s| s == store))
+    };
     for &(publishers, channels) in &shapes {
         let shape = Shape {
             publishers,
             channels,
             duration,
         };
-        let memory: Arc<dyn Store> = Arc::new(MemoryStore::new(1000));
-        run("memory", "ephemeral", memory.clone(), shape, true).await?;
-        run("memory", "durable", memory, shape, false).await?;
-        let sqlite: Arc<dyn Store> =
-            Arc::new(SqlStore::sqlite(dir.join(format!("p{publishers}c{channels}/"))).await?);
-        run("SQLite", "durable", sqlite, shape, false).await?;
+        if wanted("memory") {
+            let memory: Arc<dyn Store> = Arc::new(MemoryStore::new(1000));
+            run("memory", "ephemeral", memory.clone(), shape, true).await?;
+            run("memory", "durable", memory, shape, false).await?;
+        }
+        if wanted("sqlite") {
+            let sqlite: Arc<dyn Store> =
+                Arc::new(SqlStore::sqlite(dir.join(format!("p{publishers}c{channels}/"))).await?);
+            run("SQLite", "durable", sqlite, shape, false).await?;
+        }
+        if !wanted("postgres") {
+            continue;
+        }
         let pg: Arc<dyn Store> = Arc::new(
             SqlStore::postgres_in_schema(&pg_url, &format!("{schema}_{publishers}_{channels}"))
                 .await?,
@@ -60,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     let mut admin = sqlx::PgConnection::connect(&pg_url).await?;
-    for (publishers, channels) in shapes {
+    for (publishers, channels) in shapes.into_iter().filter(|_| wanted("postgres")) {
         sqlx::query(&format!(
             "DROP SCHEMA {schema}_{publishers}_{channels} CASCADE"
         ))

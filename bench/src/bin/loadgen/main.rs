@@ -118,7 +118,7 @@ impl Plan {
                 step: Duration::from_millis(1500),
                 drain: Duration::from_secs(2),
                 rr_conns: 1000,
-                rr_ladder: vec![1e3, 5e3, 20e3, 50e3, 100e3],
+                rr_ladder: vec![1e3, 5e3, 10e3, 15e3, 20e3, 30e3, 50e3, 100e3],
                 connect_total: 2000,
                 connect_inflight: vec![256],
                 storm_clients: 3000,

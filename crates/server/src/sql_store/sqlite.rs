@@ -80,7 +80,10 @@ impl SqlStore {
             // beside the writer instead.
             .pragma("wal_autocheckpoint", "0")
             // After a burst, the WAL file shrinks back to this once a checkpoint caught up.
-            .pragma("journal_size_limit", WAL_SIZE_LIMIT);
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT)
+            // A batch's `UPDATE .. FROM (SELECT .. UNION ALL ..)` builds a temporary table:
+            // in memory it costs a few allocations, on disk a file created and deleted per commit.
+            .pragma("temp_store", "MEMORY");
         // One writer connection: appends of this process queue here instead of spinning on
         // SQLite's lock; readers run beside it (WAL).
         let writer = SqlitePoolOptions::new()
