@@ -270,8 +270,15 @@ fn arg(args: &[String], name: &str) -> Option<String> {
         .cloned()
 }
 
+const USAGE: &str = "usage: loadgen run --mode smoke|quick|full [--out FILE] [--only idle,fanout,rr,connect,storm,slow,publish,backlog] [--servers tidings,tidings_postgres,tidings_ephemeral,tidings_one_user,socketioxide,socket_io,raw_naive,raw_batch,bare_ws] [--docs DIR] [--passes N] [--fanout-sizes a,b] [--merge] | loadgen report FILE";
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // A run takes minutes and a full one half an hour: asking for help must not start one.
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return std::process::ExitCode::SUCCESS;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build();
@@ -293,7 +300,7 @@ fn main() -> std::process::ExitCode {
                 Ok(true)
             }
             Some("run") => run(&args).await,
-            _ => Err("usage: loadgen run --mode smoke|quick|full [--out FILE] [--only idle,fanout,rr,connect,storm,slow,publish,backlog] [--servers tidings,tidings_postgres,tidings_ephemeral,tidings_one_user,socketioxide,socket_io,raw_naive,raw_batch,bare_ws] [--docs DIR] [--passes N] [--fanout-sizes a,b] [--merge] | loadgen report FILE".into()),
+            _ => Err(USAGE.into()),
         }
     });
     // Connection tasks may still be winding down: do not wait for them.
