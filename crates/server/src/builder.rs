@@ -156,7 +156,7 @@ impl TidingsBuilder {
         crate::metrics::install();
         let hub = Arc::new(Hub::new(
             stores,
-            self.broker,
+            self.broker.clone(),
             webhooks,
             self.config.presence_events_max_members,
             self.config.recovery_limit,
@@ -172,6 +172,9 @@ impl TidingsBuilder {
             }),
         };
         spawn_retention(&runtime, &tidings);
+        if let Some(broker) = self.broker {
+            start_broker(&runtime, broker, &tidings.shared.hub);
+        }
         Ok(tidings)
     }
 }
@@ -193,6 +196,21 @@ fn start_webhooks(
         let _ = (runtime, hooks, outbox);
         Err(BuildError::WebhooksNotBuilt)
     }
+}
+
+/// What the broker receives waits here for the hub (bounded: a node that falls behind
+/// slows its broker's receiver, which then skips ahead and says so).
+const BROKER_INBOX: usize = 4096;
+
+/// Starts the broker and the task that hands what it receives to the hub.
+fn start_broker(runtime: &tokio::runtime::Handle, broker: Arc<dyn Broker>, hub: &Arc<Hub>) {
+    let (inbox, received) = tokio::sync::mpsc::channel(BROKER_INBOX);
+    runtime.spawn(crate::hub::run_inbox(Arc::downgrade(hub), received));
+    runtime.spawn(async move {
+        if let Err(e) = broker.start(inbox).await {
+            tracing::error!(error = %e, "the broker did not start: this node serves its own clients only");
+        }
+    });
 }
 
 /// Enforces retention every `retention_interval` while the node exists.

@@ -60,6 +60,10 @@ struct ServeArgs {
     /// Keep publications in memory only (lost on restart).
     #[arg(long)]
     ephemeral: bool,
+    /// Other nodes, for several nodes: `redis://host:6379` (needs a PostgreSQL
+    /// `--database-url`).
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
     /// Development mode: make up any missing secrets (kept in the data directory so tokens
     /// survive restarts) and print a ready token and the URLs.
     #[arg(long)]
@@ -70,7 +74,7 @@ impl ServeArgs {
     /// The flags that were given, each as the setting it overrides.
     fn overrides(&self) -> Vec<Override> {
         let path = |p: &PathBuf| Value::from(p.to_string_lossy().into_owned());
-        let given: [(&str, &str, Option<Value>); 8] = [
+        let given: [(&str, &str, Option<Value>); 9] = [
             ("--bind", "bind", self.bind.clone().map(Value::from)),
             (
                 "--jwt-secret",
@@ -107,6 +111,7 @@ impl ServeArgs {
                 "storage.ephemeral",
                 self.ephemeral.then_some(Value::from(true)),
             ),
+            ("--broker", "broker", self.broker.clone().map(Value::from)),
         ];
         given
             .into_iter()
@@ -262,7 +267,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         format!("SQLite in {}", config.storage.data_dir.display())
     };
     tracing::info!(%storage, "publication store open");
-    let tidings = Tidings::builder()
+    let mut builder = Tidings::builder();
+    if let Some(url) = &config.broker {
+        builder = builder.broker(open_broker(url)?);
+    }
+    let tidings = builder
         .config(config)
         .store(store)
         .build()
@@ -277,6 +286,20 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     tidings_server::serve(listener, tidings)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The broker a URL names, this node named at random (its messages carry the name).
+fn open_broker(url: &str) -> Result<std::sync::Arc<dyn tidings_server::broker::Broker>, String> {
+    let node = format!("node-{:016x}", rand::random::<u64>());
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        let broker = tidings_server::broker::redis::RedisBroker::new(url, node)
+            .map_err(|e| format!("--broker {url}: {e}"))?;
+        tracing::info!(url, "broker: Redis pub/sub");
+        return Ok(std::sync::Arc::new(broker));
+    }
+    Err(format!(
+        "--broker {url}: unknown broker (expected redis://...)"
+    ))
 }
 
 fn print_dev_banner(tidings: &Tidings, addr: SocketAddr) {

@@ -19,6 +19,9 @@ pub(crate) const PUBLICATIONS: &str = "tidings_publications_total";
 pub(crate) const DELIVERIES: &str = "tidings_deliveries_total";
 /// Frames not delivered, by `reason` (`ephemeral_overflow`, `slow_consumer`).
 pub(crate) const DROPPED: &str = "tidings_dropped_total";
+/// Publications another node stored that this node read from the store because the broker
+/// did not bring them (a lost message, a reconnection).
+pub(crate) const GAP_FILLED: &str = "tidings_broker_gap_filled_total";
 /// Errors sent and connections refused or closed, by `code`.
 pub(crate) const ERRORS: &str = "tidings_errors_total";
 /// Webhook delivery attempts.
@@ -84,6 +87,11 @@ impl Counters {
     pub(crate) fn deliveries(&self, count: u64) {
         self.deliveries.fetch_add(count, Ordering::Relaxed);
         metrics::counter!(DELIVERIES).increment(count);
+    }
+
+    /// `count` publications read from the store to fill a gap between nodes.
+    pub(crate) fn gap_filled(&self, count: u64) {
+        metrics::counter!(GAP_FILLED).increment(count);
     }
 
     /// An ephemeral frame dropped for a slow client.

@@ -1,4 +1,6 @@
-//! The cross-node seam: two nodes linked by an in-process broker.
+//! Several nodes on one PostgreSQL database, linked by Redis pub/sub (the real Redis of
+//! `REDIS_URL`, default `redis://127.0.0.1:6379`, or a `redis-server` of the test's own when
+//! it must be restarted). Each test has its own schema and its own Redis channel prefix.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,90 +10,227 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
+use std::time::Duration;
 
-use async_trait::async_trait;
+use common::db::TestDb;
 use common::*;
+use serde_json::json;
 use tidings_protocol::Notification;
 use tidings_server::Tidings;
-use tidings_server::broker::{Broker, BrokerError};
-use tidings_server::store::Publication;
+use tidings_server::broker::redis::RedisBroker;
 
-/// Forwards to one peer node and records presence announcements.
-#[derive(Default)]
-struct Link {
-    peer: OnceLock<Tidings>,
-    presence: Mutex<Vec<(String, String, bool)>>,
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-#[async_trait]
-impl Broker for Link {
-    async fn publish(&self, publication: &Arc<Publication>) -> Result<(), BrokerError> {
-        let peer = self
-            .peer
-            .get()
-            .ok_or(BrokerError::Unavailable("not linked".into()))?;
-        peer.deliver_remote(publication).await;
-        Ok(())
-    }
+/// A node on `db`, linked through the Redis at `url` under `prefix`.
+async fn node(db: &TestDb, url: &str, prefix: &str) -> TestServer {
+    let broker = RedisBroker::new(url, format!("node-{:08x}", rand::random::<u32>()))
+        .unwrap()
+        .prefix(prefix);
+    start_with(
+        Tidings::builder()
+            .config(config())
+            .store(Arc::new(db.open().await))
+            .broker(Arc::new(broker)),
+    )
+    .await
+}
 
-    async fn presence(
-        &self,
-        channel: &str,
-        user_id: &str,
-        joined: bool,
-    ) -> Result<(), BrokerError> {
-        self.presence
-            .lock()
-            .unwrap()
-            .push((channel.into(), user_id.into(), joined));
-        Ok(())
+fn prefix() -> String {
+    format!("tidings-test-{:016x}:", rand::random::<u64>())
+}
+
+/// Reads `count` messages of `channel` and returns their offsets (other frames skipped).
+async fn offsets(client: &mut Client, count: usize) -> Vec<u64> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        let frame = tokio::time::timeout(Duration::from_secs(20), client.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {count} messages arrived: {got:?}", got.len()));
+        if frame.kind() == "message" {
+            got.push(message(&frame).offset.unwrap());
+        }
+    }
+    got
+}
+
+/// Lets each node's broker subscription start (it is confirmed asynchronously).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_through_every_node_and_entry_point_reach_every_node_once_in_order() {
+    let Some(db) = TestDb::postgres() else { return };
+    let (url, prefix) = (redis_url(), prefix());
+    let nodes = [
+        node(&db, &url, &prefix).await,
+        node(&db, &url, &prefix).await,
+        node(&db, &url, &prefix).await,
+    ];
+    let mut clients = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut client = node.connect(&format!("reader-{i}")).await;
+        client.subscribe("room").await;
+        clients.push(client);
+    }
+    settle().await;
+    let mut publisher = nodes[1].connect("writer").await;
+    const ROUNDS: usize = 20;
+    for round in 0..ROUNDS {
+        let note = Notification {
+            message: format!("round {round}"),
+            ..Default::default()
+        };
+        // Node 0's Rust API, node 1's socket, node 2's HTTP API, in turn.
+        nodes[0].tidings.publish("room", &note).await.unwrap();
+        let reply = publisher
+            .call(
+                "publish",
+                json!({"channel": "room", "event": {"type": "notification", "data": {"message": "socket"}}}),
+            )
+            .await;
+        assert_eq!(reply.kind(), "reply", "{reply:?}");
+        let (status, body) = http(
+            "POST",
+            &nodes[2].http("/api/publish"),
+            Some(API_KEY),
+            Some(json!({"channel": "room", "event": {"type": "notification", "data": {"message": "http"}}})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let expected: Vec<u64> = (1..=3 * ROUNDS as u64).collect();
+    for client in &mut clients {
+        assert_eq!(offsets(client, expected.len()).await, expected);
+        client.expect_silence(300).await;
     }
 }
 
-#[tokio::test]
-async fn a_publication_on_one_node_reaches_subscribers_on_the_other() {
-    let a_link = Arc::new(Link::default());
-    let b_link = Arc::new(Link::default());
-    let a = start_with(Tidings::builder().config(config()).broker(a_link.clone())).await;
-    let b = start_with(Tidings::builder().config(config()).broker(b_link.clone())).await;
-    a_link.peer.set(b.tidings.clone()).ok();
-    b_link.peer.set(a.tidings.clone()).ok();
-
-    let mut on_b = b.connect("7").await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_fills_from_the_store_what_the_broker_never_brought() {
+    let Some(db) = TestDb::postgres() else { return };
+    let (url, prefix) = (redis_url(), prefix());
+    let a = node(&db, &url, &prefix).await;
+    let b = node(&db, &url, &prefix).await;
+    // A node on the same database whose publications never reach the broker: to the others
+    // they are exactly what a lost pub/sub message looks like.
+    let silent = start_with(
+        Tidings::builder()
+            .config(config())
+            .store(Arc::new(db.open().await)),
+    )
+    .await;
+    let mut on_b = b.connect("reader").await;
     on_b.subscribe("room").await;
-    assert_eq!(
-        b_link.presence.lock().unwrap().clone(),
-        vec![
-            ("user:7".into(), "7".into(), true),
-            ("room".into(), "7".into(), true)
-        ]
-    );
+    settle().await;
+    let note = Notification::default();
+    a.tidings.publish("room", &note).await.unwrap();
+    for _ in 0..5 {
+        silent.tidings.publish("room", &note).await.unwrap();
+    }
+    assert_eq!(offsets(&mut on_b, 1).await, vec![1]);
+    on_b.expect_silence(300).await;
+    // The next publication that does travel shows the gap: 2..=6 come from the store first.
+    a.tidings.publish("room", &note).await.unwrap();
+    assert_eq!(offsets(&mut on_b, 6).await, (2..=7).collect::<Vec<u64>>());
+    on_b.expect_silence(300).await;
+}
 
-    let note = Notification {
-        message: "from a".into(),
-        ..Default::default()
-    };
-    let published = a.tidings.publish("room", &note).await.unwrap();
-    assert_eq!((published.offset, published.delivered), (Some(1), 0));
-    let got = on_b.recv().await;
-    assert_eq!(message(&got).offset, Some(1));
-    assert_eq!(
-        message(&got)
-            .event
-            .decode::<Notification>()
-            .unwrap()
-            .unwrap(),
-        note
-    );
+/// A `redis-server` of this test's own, on a free port, that it can stop and start again.
+struct OwnRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
 
-    drop(on_b);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(
-        b_link
-            .presence
-            .lock()
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
-            .contains(&("room".into(), "7".into(), false))
-    );
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("tidings-redis-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = OwnRedis {
+            port,
+            dir,
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package) must be installed");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_stream_loses_nothing_and_nobody_reconnects() {
+    let Some(db) = TestDb::postgres() else { return };
+    let mut redis = OwnRedis::start();
+    let prefix = prefix();
+    let a = node(&db, &redis.url(), &prefix).await;
+    let b = node(&db, &redis.url(), &prefix).await;
+    let mut on_a = a.connect("reader-a").await;
+    let mut on_b = b.connect("reader-b").await;
+    on_a.subscribe("room").await;
+    on_b.subscribe("room").await;
+    settle().await;
+    let note = Notification::default();
+    const TOTAL: u64 = 60;
+    for i in 1..=TOTAL {
+        if i == 20 {
+            redis.stop();
+        }
+        if i == 40 {
+            redis.restart();
+        }
+        // Every publication is acknowledged whatever Redis does: the store is the truth.
+        let published = a.tidings.publish("room", &note).await.unwrap();
+        assert_eq!(published.offset, Some(i));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let expected: Vec<u64> = (1..=TOTAL).collect();
+    assert_eq!(offsets(&mut on_a, expected.len()).await, expected);
+    assert_eq!(offsets(&mut on_b, expected.len()).await, expected);
+    on_b.expect_silence(300).await;
 }

@@ -45,6 +45,13 @@ pub enum ConfigError {
         /// The setting.
         setting: String,
     },
+    /// A broker was named without a store the nodes share: each node would assign its own
+    /// offsets.
+    #[error(
+        "`broker` needs a store every node shares: set `storage.database_url` \
+         (`--database-url postgres://...`); SQLite and `--ephemeral` are one node's own"
+    )]
+    BrokerWithoutSharedStore,
     /// A text that must not be empty is.
     #[error("`{setting}` is empty")]
     Empty {

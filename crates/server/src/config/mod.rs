@@ -109,6 +109,10 @@ pub struct Config {
     pub shutdown_reconnect_spread: Duration,
     /// Default channel policy of the standalone binary.
     pub policy: Policy,
+    /// Other nodes, for several nodes behind a load balancer: `redis://host:6379` (Redis
+    /// pub/sub). Needs a shared store (`storage.database_url = "postgres://..."`); the
+    /// `tidings` binary refuses anything else at start-up. Unset: a single node.
+    pub broker: Option<String>,
 }
 
 impl Default for Config {
@@ -133,6 +137,7 @@ impl Default for Config {
             shutdown_deadline: Duration::from_secs(10),
             shutdown_reconnect_spread: Duration::from_secs(5),
             policy: Policy::default(),
+            broker: None,
         }
     }
 }

@@ -21,7 +21,20 @@ impl Config {
         self.check_limits()?;
         self.check_retention()?;
         self.check_keys()?;
-        self.check_webhooks()
+        self.check_webhooks()?;
+        self.check_broker()
+    }
+
+    /// Several nodes share offsets through one PostgreSQL database.
+    fn check_broker(&self) -> Result<(), ConfigError> {
+        let shared =
+            self.storage.database_url.as_deref().is_some_and(|url| {
+                url.starts_with("postgres://") || url.starts_with("postgresql://")
+            });
+        if self.broker.is_some() && (self.storage.ephemeral || !shared) {
+            return Err(ConfigError::BrokerWithoutSharedStore);
+        }
+        Ok(())
     }
 
     fn check_timers(&self) -> Result<(), ConfigError> {
@@ -214,6 +227,24 @@ mod tests {
     fn refused(toml: &str) -> String {
         let config = Config::from_toml_str(toml).unwrap();
         config.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_broker_needs_a_shared_store() {
+        let broker = "broker = \"redis://127.0.0.1:6379\"\n";
+        for storage in [
+            "",
+            "[storage]\nephemeral = true\n",
+            "[storage]\ndatabase_url = \"sqlite:///tmp/x.db\"\n",
+        ] {
+            assert!(
+                refused(&format!("{broker}{storage}"))
+                    .contains("`broker` needs a store every node shares"),
+                "{storage}"
+            );
+        }
+        let shared = format!("{broker}[storage]\ndatabase_url = \"postgres://db/tidings\"\n");
+        assert!(Config::from_toml_str(&shared).unwrap().validate().is_ok());
     }
 
     #[test]

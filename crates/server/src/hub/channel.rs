@@ -57,6 +57,8 @@ pub(super) struct ChannelState {
     pub(super) delivered: Option<Position>,
     /// Set when the channel was removed from the hub; holders of a stale handle retry.
     pub(super) retired: bool,
+    /// Whether the broker was told this node has subscribers here.
+    pub(super) interested: bool,
 }
 
 /// A submitted publication, before and after its commit.
@@ -108,6 +110,9 @@ impl Drop for Locked<'_> {
     fn drop(&mut self) {
         if self.state.subscribers.is_empty() && self.state.pending.is_empty() {
             self.state.retired = true;
+            if let (true, Some(broker)) = (self.state.interested, &self.hub.broker) {
+                broker.interest(self.name, false);
+            }
             self.hub
                 .channels
                 .remove_if(self.name, |_, current| Arc::ptr_eq(current, &self.channel));

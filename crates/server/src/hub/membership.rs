@@ -109,6 +109,7 @@ impl Hub {
             cursor = self.replay(&subscriber, channel, cursor, through).await?;
             state = self.lock_positioned(channel).await?.0;
         }
+        self.interested(&mut state, channel);
         if state.subscribers.insert(conn.id, subscriber).is_none() {
             let count = state.members.entry(conn.user_id.clone()).or_insert(0);
             *count += 1;
@@ -265,7 +266,7 @@ impl Hub {
         true
     }
 
-    /// Tells webhooks and other nodes about a first join or last leave on this node.
+    /// Tells webhooks about a first join or last leave on this node.
     async fn announce(&self, channel: &str, user_id: &str, joined: bool) {
         let kind = if joined {
             "channel.joined"
@@ -274,11 +275,6 @@ impl Hub {
         };
         let data = serde_json::json!({ "channel": channel, "user_id": user_id });
         self.emit(kind, Some(channel), data);
-        if let Some(broker) = &self.broker
-            && let Err(e) = broker.presence(channel, user_id, joined).await
-        {
-            tracing::warn!(channel, user_id, error = %e, "broker presence failed");
-        }
     }
 
     /// Sends `typing` to the channel's other members; false when `conn` is not subscribed.

@@ -30,12 +30,14 @@ use crate::webhooks::Webhooks;
 
 mod channel;
 mod membership;
+mod remote;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use channel::Conn;
 use channel::{Channel, ChannelState, Locked, Pending};
 pub(crate) use membership::Asked;
+pub(crate) use remote::run_inbox;
 
 /// What a publish did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,7 +245,7 @@ impl Hub {
             let publication =
                 Arc::new(Publication::new(name, None, epoch, now_ms(), sender, event));
             let delivered = self.fan_out(&state, &publication, delivery);
-            self.forward(&publication).await;
+            self.forward(&publication);
             return Ok(Submitted::Done(Published {
                 offset: None,
                 epoch: publication.epoch.to_string(),
@@ -296,12 +298,18 @@ impl Hub {
             };
             let outcome = match entry.committed.take() {
                 Some(Ok(publication)) => {
-                    let delivered = self.fan_out(state, &publication, Delivery::Reliable);
-                    state.delivered = Some(Position {
-                        epoch: publication.epoch.clone(),
-                        offset: publication.offset.unwrap_or_default(),
-                    });
-                    self.forward(&publication).await;
+                    let delivered = if self.broker.is_some() {
+                        // Other nodes publish to this channel too: in offset order, once.
+                        self.fan_out_in_order(state, &publication).await
+                    } else {
+                        let delivered = self.fan_out(state, &publication, Delivery::Reliable);
+                        state.delivered = Some(Position {
+                            epoch: publication.epoch.clone(),
+                            offset: publication.offset.unwrap_or_default(),
+                        });
+                        delivered
+                    };
+                    self.forward(&publication);
                     Ok(Published {
                         offset: publication.offset,
                         epoch: publication.epoch.to_string(),
@@ -318,12 +326,9 @@ impl Hub {
     }
 
     /// Hands a publication to the broker (other nodes), in this channel's order.
-    async fn forward(&self, publication: &Arc<Publication>) {
-        if let Some(broker) = &self.broker
-            && let Err(e) = broker.publish(publication).await
-        {
-            let channel = &*publication.channel;
-            tracing::warn!(channel, error = %e, "broker publish failed; remote nodes will recover");
+    fn forward(&self, publication: &Arc<Publication>) {
+        if let Some(broker) = &self.broker {
+            broker.publish(publication);
         }
     }
 
@@ -332,17 +337,6 @@ impl Hub {
         if let (Some(hooks), Some(outbox)) = (&self.webhooks, &self.stores.outbox) {
             hooks.emit(outbox, kind, channel, data);
         }
-    }
-
-    /// Delivers a publication that another node stored, to this node's subscribers.
-    pub(crate) async fn deliver_remote(&self, publication: &Publication) -> usize {
-        let state = self.lock(&publication.channel).await;
-        let delivery = if publication.offset.is_some() {
-            Delivery::Reliable
-        } else {
-            Delivery::Ephemeral
-        };
-        self.fan_out(&state, publication, delivery)
     }
 
     fn fan_out(

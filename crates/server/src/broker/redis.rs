@@ -1,0 +1,282 @@
+//! [`RedisBroker`]: publications between nodes over Redis pub/sub (the `redis` feature, on
+//! `fred`, which reconnects and re-subscribes by itself).
+//!
+//! Each Tidings channel is one Redis channel, `tidings:{name}` (another prefix with
+//! [`RedisBroker::prefix`], for several clusters on one Redis), subscribed only while the
+//! node has subscribers in it. Redis pub/sub delivers at most once and forgets what it sends
+//! while a node is away: the node fills gaps from the store (see [`crate::broker`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::clients::{Client, SubscriberClient};
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::{Builder, Value};
+use tokio::sync::{broadcast, mpsc};
+
+use super::{Broker, BrokerError, Envelope, Incoming};
+use crate::store::Publication;
+
+/// Redis channel names: this prefix, then the Tidings channel's name.
+const DEFAULT_PREFIX: &str = "tidings:";
+/// Publications waiting to be sent at most; past it the newest are dropped (the other nodes
+/// fill the gap from the store).
+const OUTGOING_CAPACITY: usize = 65_536;
+/// How long `start` waits for the first connection before going on without it.
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
+/// After a reconnection, fred re-subscribes in the background: a second catch-up after this
+/// covers what was published between the first one and the new subscriptions.
+const RESUBSCRIBE_GRACE: Duration = Duration::from_millis(500);
+/// Publications sent in one pipeline at most.
+const PIPELINE: usize = 256;
+
+/// One queued order for the sending task, kept in call order.
+enum Order {
+    Publish(Vec<u8>, String),
+    Interest(String, bool),
+}
+
+/// Publications between nodes over Redis pub/sub.
+pub struct RedisBroker {
+    node: String,
+    prefix: Arc<str>,
+    publisher: Client,
+    subscriber: SubscriberClient,
+    orders: mpsc::Sender<Order>,
+    /// Taken by `start`.
+    queue: std::sync::Mutex<Option<mpsc::Receiver<Order>>>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBroker {
+    /// A broker for `redis://host:port[/db]` (or `rediss://`); `node` names this node in its
+    /// messages. Nothing connects before [`Broker::start`].
+    pub fn new(url: &str, node: impl Into<String>) -> Result<RedisBroker, BrokerError> {
+        let config = Config::from_url(url).map_err(|e| BrokerError::Config(e.to_string()))?;
+        let mut builder = Builder::from_config(config);
+        // Forever, from 100 ms up to 2 s apart: a node outlives a Redis restart.
+        builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+        builder.with_connection_config(|c| c.connection_timeout = Duration::from_secs(5));
+        let publisher = builder
+            .build()
+            .map_err(|e| BrokerError::Config(e.to_string()))?;
+        let subscriber = builder
+            .build_subscriber_client()
+            .map_err(|e| BrokerError::Config(e.to_string()))?;
+        let (orders, queue) = mpsc::channel(OUTGOING_CAPACITY);
+        Ok(RedisBroker {
+            node: node.into(),
+            prefix: Arc::from(DEFAULT_PREFIX),
+            publisher,
+            subscriber,
+            orders,
+            queue: std::sync::Mutex::new(Some(queue)),
+        })
+    }
+}
+
+impl RedisBroker {
+    /// Names this cluster's Redis channels `{prefix}{channel}` instead of `tidings:{channel}`:
+    /// clusters sharing one Redis must each have their own.
+    pub fn prefix(mut self, prefix: &str) -> RedisBroker {
+        self.prefix = Arc::from(prefix);
+        self
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn start(&self, inbox: mpsc::Sender<Incoming>) -> Result<(), BrokerError> {
+        let queue = self
+            .queue
+            .lock()
+            .ok()
+            .and_then(|mut queue| queue.take())
+            .ok_or_else(|| BrokerError::Config("the broker was started already".into()))?;
+        // Receivers first, so nothing sent after the first SUBSCRIBE is missed.
+        let messages = self.subscriber.message_rx();
+        let reconnections = self.subscriber.reconnect_rx();
+        // Both clients keep trying in the background (the reconnect policy): a node whose
+        // Redis is down serves its own clients meanwhile, and its commands wait in fred's
+        // queue.
+        let _publisher = self.publisher.connect();
+        let _subscriber = self.subscriber.connect();
+        let connected = tokio::time::timeout(CONNECT_WAIT, async {
+            self.publisher.wait_for_connect().await?;
+            self.subscriber.wait_for_connect().await
+        })
+        .await;
+        match connected {
+            Ok(Ok(())) => tracing::info!(node = %self.node, "Redis broker connected"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "Redis broker not connected yet; retrying"),
+            Err(_) => tracing::warn!("Redis broker not connected yet; retrying"),
+        }
+        // Re-subscribes to every tracked channel after a reconnection.
+        let _resubscribing = self.subscriber.manage_subscriptions();
+        tokio::spawn(receive(self.node.clone(), messages, inbox.clone()));
+        tokio::spawn(resync_on_reconnect(reconnections, inbox.clone()));
+        tokio::spawn(send(
+            self.prefix.clone(),
+            self.publisher.clone(),
+            self.subscriber.clone(),
+            queue,
+            inbox,
+        ));
+        Ok(())
+    }
+
+    fn publish(&self, publication: &Arc<Publication>) {
+        let envelope = Envelope::new(&self.node, publication);
+        let Ok(body) = serde_json::to_vec(&envelope) else {
+            return;
+        };
+        let order = Order::Publish(body, format!("{}{}", self.prefix, publication.channel));
+        if self.orders.try_send(order).is_err() {
+            tracing::warn!(channel = %publication.channel, "broker queue full; other nodes will fill the gap from the store");
+        }
+    }
+
+    fn interest(&self, channel: &str, interested: bool) {
+        let order = Order::Interest(format!("{}{channel}", self.prefix), interested);
+        if self.orders.try_send(order).is_err() {
+            tracing::warn!(channel, "broker queue full; a subscription change was lost");
+        }
+    }
+
+    fn is_connected(&self) -> bool {
+        self.publisher.is_connected() && self.subscriber.is_connected()
+    }
+}
+
+/// Sends queued orders in order: runs of publications as one pipeline, subscription changes
+/// one by one (each confirmed `Subscribed` to the node).
+async fn send(
+    prefix: Arc<str>,
+    publisher: Client,
+    subscriber: SubscriberClient,
+    mut queue: mpsc::Receiver<Order>,
+    inbox: mpsc::Sender<Incoming>,
+) {
+    let mut batch = Vec::with_capacity(PIPELINE);
+    while queue.recv_many(&mut batch, PIPELINE).await > 0 {
+        let pipeline = publisher.pipeline();
+        let mut queued = 0;
+        for order in batch.drain(..) {
+            match order {
+                Order::Publish(body, channel) => {
+                    let queued_now: Result<Value, _> = pipeline.publish(channel, body).await;
+                    queued += usize::from(queued_now.is_ok());
+                }
+                Order::Interest(channel, interested) => {
+                    // Publications queued before it go first.
+                    flush(&pipeline, &mut queued).await;
+                    change_interest(&prefix, &subscriber, &inbox, channel, interested).await;
+                }
+            }
+        }
+        flush(&pipeline, &mut queued).await;
+    }
+}
+
+async fn flush(pipeline: &fred::clients::Pipeline<Client>, queued: &mut usize) {
+    if *queued == 0 {
+        return;
+    }
+    *queued = 0;
+    if let Err(e) = pipeline.all::<Value>().await {
+        tracing::warn!(error = %e, "broker publish failed; other nodes will fill the gap from the store");
+    }
+}
+
+async fn change_interest(
+    prefix: &str,
+    subscriber: &SubscriberClient,
+    inbox: &mpsc::Sender<Incoming>,
+    channel: String,
+    interested: bool,
+) {
+    if interested {
+        match subscriber.subscribe(channel.as_str()).await {
+            Ok(()) => {
+                let name = channel.strip_prefix(prefix).unwrap_or(&channel).to_owned();
+                let _ = inbox.send(Incoming::Subscribed(name)).await;
+            }
+            // Tracked anyway: `manage_subscriptions` subscribes again once connected, and the
+            // reconnection's resync catches the channel up.
+            Err(e) => tracing::warn!(channel, error = %e, "broker subscribe failed"),
+        }
+    } else if let Err(e) = subscriber.unsubscribe(channel.as_str()).await {
+        tracing::warn!(channel, error = %e, "broker unsubscribe failed");
+    }
+}
+
+/// Hands other nodes' publications to the node, in the order Redis delivers them.
+async fn receive(
+    node: String,
+    mut messages: broadcast::Receiver<fred::types::Message>,
+    inbox: mpsc::Sender<Incoming>,
+) {
+    loop {
+        let incoming = match messages.recv().await {
+            Ok(message) => {
+                let Some(body) = message.value.as_bytes() else {
+                    continue;
+                };
+                match serde_json::from_slice::<Envelope>(body) {
+                    Ok(envelope) if envelope.node == node => continue,
+                    Ok(envelope) => Incoming::Publication(envelope.into_publication()),
+                    Err(e) => {
+                        tracing::warn!(channel = %message.channel, error = %e, "unreadable broker message");
+                        continue;
+                    }
+                }
+            }
+            // This task fell behind Redis: what it skipped is read from the store.
+            Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                tracing::warn!(
+                    skipped,
+                    "broker receiver lagged; catching up from the store"
+                );
+                Incoming::Resynced
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if inbox.send(incoming).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn resync_on_reconnect(
+    mut reconnections: broadcast::Receiver<fred::types::config::Server>,
+    inbox: mpsc::Sender<Incoming>,
+) {
+    // The first event is the first connection: nothing was missed before it (each
+    // subscription catches its channel up when it starts).
+    let mut first = true;
+    loop {
+        match reconnections.recv().await {
+            Ok(_) if std::mem::take(&mut first) => continue,
+            Ok(server) => tracing::info!(%server, "broker reconnected; catching up from the store"),
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+        if inbox.send(Incoming::Resynced).await.is_err() {
+            return;
+        }
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RESUBSCRIBE_GRACE).await;
+            let _ = inbox.send(Incoming::Resynced).await;
+        });
+    }
+}

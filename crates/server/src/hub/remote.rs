@@ -1,0 +1,154 @@
+//! Several nodes: publications from other nodes, fanned out in offset order, with gaps
+//! filled from the shared store (see [`crate::broker`]).
+
+use std::sync::{Arc, Weak};
+
+use tidings_protocol::Delivery;
+use tokio::sync::mpsc;
+
+use super::Hub;
+use super::channel::ChannelState;
+use crate::broker::Incoming;
+use crate::store::{Position, Publication};
+
+/// Publications read per page when filling a gap.
+const FILL_PAGE: usize = 256;
+
+impl Hub {
+    /// Delivers a publication that another node stored (or sent ephemerally) to this node's
+    /// subscribers, after any it is missing; returns how many connections it reached.
+    pub(crate) async fn deliver_remote(&self, publication: &Publication) -> usize {
+        let mut state = self.lock(&publication.channel).await;
+        if state.subscribers.is_empty() {
+            return 0;
+        }
+        if publication.offset.is_none() {
+            return self.fan_out(&state, publication, Delivery::Ephemeral);
+        }
+        self.fan_out_in_order(&mut state, publication).await
+    }
+
+    /// Fans out a stored publication unless this node delivered it already, after filling
+    /// from the store any offsets between the last one delivered here and it.
+    pub(super) async fn fan_out_in_order(
+        &self,
+        state: &mut ChannelState,
+        publication: &Publication,
+    ) -> usize {
+        let offset = publication.offset.unwrap_or_default();
+        if let Some(delivered) = state.delivered.clone()
+            && *delivered.epoch == *publication.epoch
+        {
+            if offset <= delivered.offset {
+                return 0;
+            }
+            if offset > delivered.offset + 1 {
+                self.fill(state, &publication.channel, delivered.offset, offset)
+                    .await;
+            }
+        }
+        let reached = self.fan_out(state, publication, Delivery::Reliable);
+        state.delivered = Some(Position {
+            epoch: publication.epoch.clone(),
+            offset,
+        });
+        reached
+    }
+
+    /// Fans out the stored publications with `after < offset < before`, in pages.
+    async fn fill(&self, state: &mut ChannelState, channel: &str, after: u64, before: u64) {
+        let mut cursor = after;
+        loop {
+            let page = match self
+                .stores
+                .publications
+                .history(channel, Some(cursor), Some(before), FILL_PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(channel, error = %e, "could not fill a gap from the store");
+                    return;
+                }
+            };
+            for publication in &page {
+                self.fan_out(state, publication, Delivery::Reliable);
+            }
+            let Some(last) = page.last() else {
+                return;
+            };
+            cursor = last.offset.unwrap_or(before);
+            state.delivered = Some(Position {
+                epoch: last.epoch.clone(),
+                offset: cursor,
+            });
+            self.counters.gap_filled(page.len() as u64);
+            if page.len() < FILL_PAGE || cursor + 1 >= before {
+                return;
+            }
+        }
+    }
+
+    /// Delivers whatever the store holds past what this node delivered on `channel` (after
+    /// its broker subscription started, or messages were lost).
+    pub(crate) async fn catch_up(&self, channel: &str) {
+        let mut state = self.lock(channel).await;
+        if state.subscribers.is_empty() {
+            return;
+        }
+        let Some(delivered) = state.delivered.clone() else {
+            return;
+        };
+        let position = match self.stores.publications.position(channel).await {
+            Ok(position) => position,
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "could not catch up from the store");
+                return;
+            }
+        };
+        if *position.epoch == *delivered.epoch && position.offset > delivered.offset {
+            self.fill(
+                &mut state,
+                channel,
+                delivered.offset,
+                position.offset.saturating_add(1),
+            )
+            .await;
+        }
+    }
+
+    /// [`catch_up`](Self::catch_up) on every channel with subscribers here.
+    pub(crate) async fn catch_up_all(&self) {
+        let names: Vec<Arc<str>> = self.channels.iter().map(|e| e.key().clone()).collect();
+        for name in names {
+            self.catch_up(&name).await;
+        }
+    }
+
+    /// Tells the broker that this node now has subscribers in `channel` (once per channel
+    /// state; the retiring channel says the opposite).
+    pub(super) fn interested(&self, state: &mut ChannelState, channel: &str) {
+        if let Some(broker) = &self.broker
+            && !state.interested
+        {
+            state.interested = true;
+            broker.interest(channel, true);
+        }
+    }
+}
+
+/// Carries what the broker receives into the hub until either is gone.
+pub(crate) async fn run_inbox(hub: Weak<Hub>, mut inbox: mpsc::Receiver<Incoming>) {
+    while let Some(incoming) = inbox.recv().await {
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        match incoming {
+            Incoming::Publication(publication) => {
+                hub.deliver_remote(&publication).await;
+            }
+            Incoming::Subscribed(channel) => hub.catch_up(&channel).await,
+            Incoming::Resynced => hub.catch_up_all().await,
+        }
+    }
+}
