@@ -53,7 +53,8 @@
 //!   [`InboxStore`](store::InboxStore), [`WebhookOutbox`](store::WebhookOutbox)) and the
 //!   in-memory store; [`sql_store`]: SQLite (one file) and PostgreSQL (several nodes).
 //! - [`webhooks`] and [`webhook_queue`]: signed webhook deliveries from a durable queue.
-//! - [`broker`]: the seam for several nodes (cross-node fan-out and presence).
+//! - [`broker`]: several nodes: live publications between nodes over Redis or NATS, with
+//!   gaps filled from the shared store.
 //! - `serve`: [`serve`], [`listen`] and [`shutdown_signal`]: start-up with graceful shutdown.
 //! - [`server`]: the [`Tidings`] handle (back-end API: `notify_user`, `publish`,
 //!   `broadcast`, presence, shutdown); [`TidingsBuilder`] builds it.

@@ -60,8 +60,8 @@ struct ServeArgs {
     /// Keep publications in memory only (lost on restart).
     #[arg(long)]
     ephemeral: bool,
-    /// Other nodes, for several nodes: `redis://host:6379` (needs a PostgreSQL
-    /// `--database-url`).
+    /// Other nodes, for several nodes: `redis://host:6379` or `nats://host:4222` (needs a
+    /// PostgreSQL `--database-url`).
     #[arg(long, value_name = "URL")]
     broker: Option<String>,
     /// Development mode: make up any missing secrets (kept in the data directory so tokens
@@ -297,8 +297,14 @@ fn open_broker(url: &str) -> Result<std::sync::Arc<dyn tidings_server::broker::B
         tracing::info!(url, "broker: Redis pub/sub");
         return Ok(std::sync::Arc::new(broker));
     }
+    if url.starts_with("nats://") || url.starts_with("tls://") {
+        let broker = tidings_server::broker::nats::NatsBroker::new(url, node)
+            .map_err(|e| format!("--broker {url}: {e}"))?;
+        tracing::info!(url, "broker: NATS");
+        return Ok(std::sync::Arc::new(broker));
+    }
     Err(format!(
-        "--broker {url}: unknown broker (expected redis://...)"
+        "--broker {url}: unknown broker (expected redis://... or nats://...)"
     ))
 }
 

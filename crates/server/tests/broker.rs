@@ -1,6 +1,8 @@
-//! Several nodes on one PostgreSQL database, linked by Redis pub/sub (the real Redis of
-//! `REDIS_URL`, default `redis://127.0.0.1:6379`, or a `redis-server` of the test's own when
-//! it must be restarted). Each test has its own schema and its own Redis channel prefix.
+//! Several nodes on one PostgreSQL database, linked by Redis pub/sub or core NATS: the real
+//! servers of `REDIS_URL` (default `redis://127.0.0.1:6379`) and `NATS_URL` (default
+//! `nats://127.0.0.1:4222`), or a `redis-server` / `nats-server` of the test's own when it
+//! must be restarted. Each test has its own schema and its own channel prefix. Every test
+//! runs on both brokers (`redis::…`, `nats::…`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,28 +20,57 @@ use common::*;
 use serde_json::json;
 use tidings_protocol::Notification;
 use tidings_server::Tidings;
+use tidings_server::broker::Broker;
+use tidings_server::broker::nats::NatsBroker;
 use tidings_server::broker::redis::RedisBroker;
 
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+/// The broker a test runs on.
+#[derive(Debug, Clone, Copy)]
+enum Engine {
+    Redis,
+    Nats,
 }
 
-/// A node on `db`, linked through the Redis at `url` under `prefix`.
-async fn node(db: &TestDb, url: &str, prefix: &str) -> TestServer {
-    let broker = RedisBroker::new(url, format!("node-{:08x}", rand::random::<u32>()))
-        .unwrap()
-        .prefix(prefix);
+impl Engine {
+    /// The server already running on this machine (and in CI).
+    fn shared_url(self) -> String {
+        match self {
+            Engine::Redis => {
+                std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+            }
+            Engine::Nats => {
+                std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+            }
+        }
+    }
+
+    /// A prefix of this test's own, so tests sharing a server do not hear each other.
+    fn prefix(self) -> String {
+        let unique = rand::random::<u64>();
+        match self {
+            Engine::Redis => format!("tidings-test-{unique:016x}:"),
+            Engine::Nats => format!("tidings_test_{unique:016x}."),
+        }
+    }
+
+    fn broker(self, url: &str, prefix: &str) -> Arc<dyn Broker> {
+        let node = format!("node-{:08x}", rand::random::<u32>());
+        match self {
+            Engine::Redis => Arc::new(RedisBroker::new(url, node).unwrap().prefix(prefix)),
+            Engine::Nats => Arc::new(NatsBroker::new(url, node).unwrap().prefix(prefix)),
+        }
+    }
+}
+
+/// A node on `db`, linked through the broker at `url` under `prefix`.
+async fn node(db: &TestDb, engine: Engine, url: &str, prefix: &str) -> TestServer {
     start_with(
         Tidings::builder()
             .config(config())
             .store(Arc::new(db.open().await))
-            .broker(Arc::new(broker)),
+            .broker(engine.broker(url, prefix)),
     )
     .await
-}
-
-fn prefix() -> String {
-    format!("tidings-test-{:016x}:", rand::random::<u64>())
 }
 
 /// Reads `count` messages of `channel` and returns their offsets (other frames skipped).
@@ -61,14 +92,15 @@ async fn settle() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publications_through_every_node_and_entry_point_reach_every_node_once_in_order() {
+async fn publications_through_every_node_and_entry_point_reach_every_node_once_in_order(
+    engine: Engine,
+) {
     let Some(db) = TestDb::postgres() else { return };
-    let (url, prefix) = (redis_url(), prefix());
+    let (url, prefix) = (engine.shared_url(), engine.prefix());
     let nodes = [
-        node(&db, &url, &prefix).await,
-        node(&db, &url, &prefix).await,
-        node(&db, &url, &prefix).await,
+        node(&db, engine, &url, &prefix).await,
+        node(&db, engine, &url, &prefix).await,
+        node(&db, engine, &url, &prefix).await,
     ];
     let mut clients = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
@@ -109,12 +141,11 @@ async fn publications_through_every_node_and_entry_point_reach_every_node_once_i
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_fills_from_the_store_what_the_broker_never_brought() {
+async fn a_node_fills_from_the_store_what_the_broker_never_brought(engine: Engine) {
     let Some(db) = TestDb::postgres() else { return };
-    let (url, prefix) = (redis_url(), prefix());
-    let a = node(&db, &url, &prefix).await;
-    let b = node(&db, &url, &prefix).await;
+    let (url, prefix) = (engine.shared_url(), engine.prefix());
+    let a = node(&db, engine, &url, &prefix).await;
+    let b = node(&db, engine, &url, &prefix).await;
     // A node on the same database whose publications never reach the broker: to the others
     // they are exactly what a lost pub/sub message looks like.
     let silent = start_with(
@@ -139,45 +170,64 @@ async fn a_node_fills_from_the_store_what_the_broker_never_brought() {
     on_b.expect_silence(300).await;
 }
 
-/// A `redis-server` of this test's own, on a free port, that it can stop and start again.
-struct OwnRedis {
+/// A `redis-server` or `nats-server` of this test's own, on a free port, that it can stop
+/// and start again.
+struct OwnBroker {
+    engine: Engine,
     port: u16,
     dir: std::path::PathBuf,
     child: Option<std::process::Child>,
 }
 
-impl OwnRedis {
-    fn start() -> OwnRedis {
+impl OwnBroker {
+    fn start(engine: Engine) -> OwnBroker {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let dir = std::env::temp_dir().join(format!("tidings-redis-{port}"));
+        let dir = std::env::temp_dir().join(format!("tidings-broker-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut redis = OwnRedis {
+        let mut broker = OwnBroker {
+            engine,
             port,
             dir,
             child: None,
         };
-        redis.restart();
-        redis
+        broker.restart();
+        broker
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.engine {
+            Engine::Redis => format!("redis://127.0.0.1:{}", self.port),
+            Engine::Nats => format!("nats://127.0.0.1:{}", self.port),
+        }
     }
 
     fn restart(&mut self) {
         self.stop();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
+        let port = self.port.to_string();
+        let mut command = match self.engine {
+            Engine::Redis => {
+                let mut command = std::process::Command::new("redis-server");
+                command
+                    .args(["--port", &port, "--bind", "127.0.0.1"])
+                    .args(["--save", "", "--appendonly", "no", "--dir"])
+                    .arg(&self.dir);
+                command
+            }
+            Engine::Nats => {
+                let mut command = std::process::Command::new("nats-server");
+                command.args(["-a", "127.0.0.1", "-p", &port]);
+                command
+            }
+        };
+        let child = command
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("redis-server (Debian's redis-server package) must be installed");
+            .expect("redis-server and nats-server must be installed (scripts/setup)");
         self.child = Some(child);
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -185,7 +235,7 @@ impl OwnRedis {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not start on port {}", self.port);
+        panic!("{:?} did not start on port {}", self.engine, self.port);
     }
 
     fn stop(&mut self) {
@@ -196,20 +246,19 @@ impl OwnRedis {
     }
 }
 
-impl Drop for OwnRedis {
+impl Drop for OwnBroker {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_restart_mid_stream_loses_nothing_and_nobody_reconnects() {
+async fn a_broker_restart_mid_stream_loses_nothing_and_nobody_reconnects(engine: Engine) {
     let Some(db) = TestDb::postgres() else { return };
-    let mut redis = OwnRedis::start();
-    let prefix = prefix();
-    let a = node(&db, &redis.url(), &prefix).await;
-    let b = node(&db, &redis.url(), &prefix).await;
+    let mut broker = OwnBroker::start(engine);
+    let prefix = engine.prefix();
+    let a = node(&db, engine, &broker.url(), &prefix).await;
+    let b = node(&db, engine, &broker.url(), &prefix).await;
     let mut on_a = a.connect("reader-a").await;
     let mut on_b = b.connect("reader-b").await;
     on_a.subscribe("room").await;
@@ -219,12 +268,12 @@ async fn a_redis_restart_mid_stream_loses_nothing_and_nobody_reconnects() {
     const TOTAL: u64 = 60;
     for i in 1..=TOTAL {
         if i == 20 {
-            redis.stop();
+            broker.stop();
         }
         if i == 40 {
-            redis.restart();
+            broker.restart();
         }
-        // Every publication is acknowledged whatever Redis does: the store is the truth.
+        // Every publication is acknowledged whatever the broker does: the store is the truth.
         let published = a.tidings.publish("room", &note).await.unwrap();
         assert_eq!(published.offset, Some(i));
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -234,3 +283,31 @@ async fn a_redis_restart_mid_stream_loses_nothing_and_nobody_reconnects() {
     assert_eq!(offsets(&mut on_b, expected.len()).await, expected);
     on_b.expect_silence(300).await;
 }
+
+/// Generates `redis::NAME` and `nats::NAME` for each `async fn NAME(Engine)` listed.
+macro_rules! on_both_brokers {
+    ($($name:ident),* $(,)?) => {
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Engine::Redis).await;
+                }
+            )*
+        }
+        mod nats {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Engine::Nats).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_brokers!(
+    publications_through_every_node_and_entry_point_reach_every_node_once_in_order,
+    a_node_fills_from_the_store_what_the_broker_never_brought,
+    a_broker_restart_mid_stream_loses_nothing_and_nobody_reconnects,
+);

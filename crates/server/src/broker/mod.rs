@@ -9,7 +9,8 @@
 //! subscribers on every node get every publication once and in order without reconnecting.
 //!
 //! A broker only needs to be fast and mostly right: [`redis::RedisBroker`] (the `redis`
-//! feature) uses Redis pub/sub, which delivers at most once.
+//! feature) uses Redis pub/sub and [`nats::NatsBroker`] (the `nats` feature) core NATS; both
+//! deliver at most once.
 //!
 //! Contract for an implementation:
 //! - [`publish`](Broker::publish) and [`interest`](Broker::interest) never wait: they queue,
@@ -30,8 +31,15 @@ use tokio::sync::mpsc;
 
 use crate::store::Publication;
 
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "redis")]
 pub mod redis;
+
+/// After a reconnection the client re-subscribes in the background: a second catch-up after
+/// this covers what was published between the first one and the new subscriptions.
+#[cfg(any(feature = "redis", feature = "nats"))]
+const RESUBSCRIBE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -121,4 +129,69 @@ impl Envelope {
             self.event,
         )
     }
+}
+
+/// What a broker's sending task is asked to do, kept in call order.
+#[cfg(any(feature = "redis", feature = "nats"))]
+enum Order {
+    /// Send an encoded [`Envelope`] of a publication in `channel`.
+    Publish { channel: Arc<str>, body: Vec<u8> },
+    /// Start or stop receiving `channel`.
+    Interest { channel: String, interested: bool },
+}
+
+#[cfg(any(feature = "redis", feature = "nats"))]
+impl Order {
+    /// The order to send `publication` from `node`, if it encodes.
+    fn publish(node: &str, publication: &Publication) -> Option<Order> {
+        let body = serde_json::to_vec(&Envelope::new(node, publication)).ok()?;
+        Some(Order::Publish {
+            channel: publication.channel.clone(),
+            body,
+        })
+    }
+
+    /// Queues the order without waiting; a full queue loses it, which the store makes good.
+    fn queue(self, orders: &mpsc::Sender<Order>) {
+        if let Err(mpsc::error::TrySendError::Full(order)) = orders.try_send(self) {
+            match order {
+                Order::Publish { channel, .. } => tracing::warn!(
+                    %channel,
+                    "broker queue full; other nodes will fill the gap from the store"
+                ),
+                Order::Interest { channel, .. } => {
+                    tracing::warn!(channel, "broker queue full; a subscription change was lost")
+                }
+            }
+        }
+    }
+}
+
+/// A message from the broker as the node's inbox takes it: `None` for this node's own
+/// messages and for unreadable ones (logged).
+#[cfg(any(feature = "redis", feature = "nats"))]
+fn decode(node: &str, body: &[u8]) -> Option<Incoming> {
+    match serde_json::from_slice::<Envelope>(body) {
+        Ok(envelope) if envelope.node == node => None,
+        Ok(envelope) => Some(Incoming::Publication(envelope.into_publication())),
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable broker message");
+            None
+        }
+    }
+}
+
+/// Tells the node to catch up now, and once more after [`RESUBSCRIBE_GRACE`]; false when
+/// the node is gone.
+#[cfg(any(feature = "redis", feature = "nats"))]
+async fn resync(inbox: &mpsc::Sender<Incoming>) -> bool {
+    if inbox.send(Incoming::Resynced).await.is_err() {
+        return false;
+    }
+    let inbox = inbox.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(RESUBSCRIBE_GRACE).await;
+        let _ = inbox.send(Incoming::Resynced).await;
+    });
+    true
 }

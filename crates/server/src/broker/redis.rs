@@ -16,7 +16,7 @@ use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::{Builder, Value};
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Broker, BrokerError, Envelope, Incoming};
+use super::{Broker, BrokerError, Incoming, Order, decode, resync};
 use crate::store::Publication;
 
 /// Redis channel names: this prefix, then the Tidings channel's name.
@@ -26,17 +26,8 @@ const DEFAULT_PREFIX: &str = "tidings:";
 const OUTGOING_CAPACITY: usize = 65_536;
 /// How long `start` waits for the first connection before going on without it.
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
-/// After a reconnection, fred re-subscribes in the background: a second catch-up after this
-/// covers what was published between the first one and the new subscriptions.
-const RESUBSCRIBE_GRACE: Duration = Duration::from_millis(500);
 /// Publications sent in one pipeline at most.
 const PIPELINE: usize = 256;
-
-/// One queued order for the sending task, kept in call order.
-enum Order {
-    Publish(Vec<u8>, String),
-    Interest(String, bool),
-}
 
 /// Publications between nodes over Redis pub/sub.
 pub struct RedisBroker {
@@ -135,21 +126,17 @@ impl Broker for RedisBroker {
     }
 
     fn publish(&self, publication: &Arc<Publication>) {
-        let envelope = Envelope::new(&self.node, publication);
-        let Ok(body) = serde_json::to_vec(&envelope) else {
-            return;
-        };
-        let order = Order::Publish(body, format!("{}{}", self.prefix, publication.channel));
-        if self.orders.try_send(order).is_err() {
-            tracing::warn!(channel = %publication.channel, "broker queue full; other nodes will fill the gap from the store");
+        if let Some(order) = Order::publish(&self.node, publication) {
+            order.queue(&self.orders);
         }
     }
 
     fn interest(&self, channel: &str, interested: bool) {
-        let order = Order::Interest(format!("{}{channel}", self.prefix), interested);
-        if self.orders.try_send(order).is_err() {
-            tracing::warn!(channel, "broker queue full; a subscription change was lost");
+        Order::Interest {
+            channel: channel.to_owned(),
+            interested,
         }
+        .queue(&self.orders);
     }
 
     fn is_connected(&self) -> bool {
@@ -172,11 +159,15 @@ async fn send(
         let mut queued = 0;
         for order in batch.drain(..) {
             match order {
-                Order::Publish(body, channel) => {
-                    let queued_now: Result<Value, _> = pipeline.publish(channel, body).await;
+                Order::Publish { channel, body } => {
+                    let queued_now: Result<Value, _> =
+                        pipeline.publish(format!("{prefix}{channel}"), body).await;
                     queued += usize::from(queued_now.is_ok());
                 }
-                Order::Interest(channel, interested) => {
+                Order::Interest {
+                    channel,
+                    interested,
+                } => {
                     // Publications queued before it go first.
                     flush(&pipeline, &mut queued).await;
                     change_interest(&prefix, &subscriber, &inbox, channel, interested).await;
@@ -204,17 +195,17 @@ async fn change_interest(
     channel: String,
     interested: bool,
 ) {
+    let redis_channel = format!("{prefix}{channel}");
     if interested {
-        match subscriber.subscribe(channel.as_str()).await {
+        match subscriber.subscribe(redis_channel.as_str()).await {
             Ok(()) => {
-                let name = channel.strip_prefix(prefix).unwrap_or(&channel).to_owned();
-                let _ = inbox.send(Incoming::Subscribed(name)).await;
+                let _ = inbox.send(Incoming::Subscribed(channel)).await;
             }
             // Tracked anyway: `manage_subscriptions` subscribes again once connected, and the
             // reconnection's resync catches the channel up.
             Err(e) => tracing::warn!(channel, error = %e, "broker subscribe failed"),
         }
-    } else if let Err(e) = subscriber.unsubscribe(channel.as_str()).await {
+    } else if let Err(e) = subscriber.unsubscribe(redis_channel.as_str()).await {
         tracing::warn!(channel, error = %e, "broker unsubscribe failed");
     }
 }
@@ -227,19 +218,10 @@ async fn receive(
 ) {
     loop {
         let incoming = match messages.recv().await {
-            Ok(message) => {
-                let Some(body) = message.value.as_bytes() else {
-                    continue;
-                };
-                match serde_json::from_slice::<Envelope>(body) {
-                    Ok(envelope) if envelope.node == node => continue,
-                    Ok(envelope) => Incoming::Publication(envelope.into_publication()),
-                    Err(e) => {
-                        tracing::warn!(channel = %message.channel, error = %e, "unreadable broker message");
-                        continue;
-                    }
-                }
-            }
+            Ok(message) => match message.value.as_bytes().and_then(|b| decode(&node, b)) {
+                Some(incoming) => incoming,
+                None => continue,
+            },
             // This task fell behind Redis: what it skipped is read from the store.
             Err(broadcast::error::RecvError::Lagged(skipped)) => {
                 tracing::warn!(
@@ -270,13 +252,8 @@ async fn resync_on_reconnect(
             Err(broadcast::error::RecvError::Lagged(_)) => {}
             Err(broadcast::error::RecvError::Closed) => return,
         }
-        if inbox.send(Incoming::Resynced).await.is_err() {
+        if !resync(&inbox).await {
             return;
         }
-        let inbox = inbox.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(RESUBSCRIBE_GRACE).await;
-            let _ = inbox.send(Incoming::Resynced).await;
-        });
     }
 }

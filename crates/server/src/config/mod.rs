@@ -110,7 +110,7 @@ pub struct Config {
     /// Default channel policy of the standalone binary.
     pub policy: Policy,
     /// Other nodes, for several nodes behind a load balancer: `redis://host:6379` (Redis
-    /// pub/sub). Needs a shared store (`storage.database_url = "postgres://..."`); the
+    /// pub/sub) or `nats://host:4222` (core NATS). Needs a shared store (`storage.database_url = "postgres://..."`); the
     /// `tidings` binary refuses anything else at start-up. Unset: a single node.
     pub broker: Option<String>,
 }
