@@ -209,9 +209,18 @@ pub(crate) fn routes(tidings: Tidings) -> Router {
             "/api/openapi.json",
             get(|| async { Json(ApiDoc::openapi()) }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(tidings)
+}
+
+/// `200 ok`; `200 degraded: …` while the broker is disconnected. The node still serves its
+/// own clients then (publishes are stored and acknowledged), so it stays in rotation.
+async fn healthz(State(tidings): State<Tidings>) -> &'static str {
+    match tidings.broker_connected() {
+        Some(false) => "degraded: the broker is disconnected; other nodes catch up once it is back",
+        _ => "ok",
+    }
 }
 
 async fn require_api_key(State(tidings): State<Tidings>, request: Request, next: Next) -> Response {

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tidings_protocol::messages::{HistoryPage, Member};
 use tidings_protocol::{Code, Delivery, Event, Notification, RawEvent, ServerFrame, ServerMessage};
 
+use crate::broker::ClusterMessage;
 use crate::builder::TidingsBuilder;
 use crate::config::Config;
 use crate::errors::{ChannelError, PublishError};
@@ -167,8 +168,8 @@ impl Tidings {
         Ok(self.publish(channel, notification).await?.delivered)
     }
 
-    /// Sends a typed event to every connection on this node (channel `broadcast`, not
-    /// stored); returns how many it reached.
+    /// Sends a typed event to every connection (channel `broadcast`, not stored), on every
+    /// node when there is a broker; returns how many connections it reached on this node.
     pub fn broadcast<E: Event>(&self, event: &E) -> Result<usize, PublishError> {
         self.broadcast_raw(RawEvent::new(event)?)
     }
@@ -176,6 +177,11 @@ impl Tidings {
     /// Broadcasts an event without a Rust type.
     pub fn broadcast_raw(&self, event: RawEvent) -> Result<usize, PublishError> {
         self.shared.check_size(&event)?;
+        if let Some(broker) = self.shared.hub.broker() {
+            broker.tell_all(ClusterMessage::Broadcast {
+                event: event.clone(),
+            });
+        }
         Ok(self.shared.hub.broadcast(event))
     }
 
@@ -184,6 +190,11 @@ impl Tidings {
     /// connections it reached.
     pub async fn deliver_remote(&self, publication: &Publication) -> usize {
         self.shared.hub.deliver_remote(publication).await
+    }
+
+    /// Whether this node's broker is connected now; `None` without a broker (one node).
+    pub fn broker_connected(&self) -> Option<bool> {
+        self.shared.hub.broker().map(|broker| broker.is_connected())
     }
 
     /// Whether the user has a connection on this node.
@@ -206,9 +217,14 @@ impl Tidings {
         self.shared.presence(Caller::Backend, channel).await
     }
 
-    /// Closes every connection of a user with 4006 (clients do not reconnect); returns how
-    /// many were closed.
+    /// Closes every connection of a user with 4006 (clients do not reconnect), on every node
+    /// when there is a broker; returns how many were closed on this node.
     pub fn disconnect_user(&self, user_id: &str) -> usize {
+        if let Some(broker) = self.shared.hub.broker() {
+            broker.tell_all(ClusterMessage::Disconnect {
+                user_id: user_id.to_owned(),
+            });
+        }
         self.shared
             .hub
             .disconnect_user(user_id, Code::Disconnected, "disconnected by the server")

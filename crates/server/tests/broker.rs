@@ -170,6 +170,34 @@ async fn a_node_fills_from_the_store_what_the_broker_never_brought(engine: Engin
     on_b.expect_silence(300).await;
 }
 
+async fn broadcast_and_disconnect_through_one_node_reach_every_node(engine: Engine) {
+    let Some(db) = TestDb::postgres() else { return };
+    let (url, prefix) = (engine.shared_url(), engine.prefix());
+    let a = node(&db, engine, &url, &prefix).await;
+    let b = node(&db, engine, &url, &prefix).await;
+    let mut carol_on_b = b.connect("carol").await;
+    let mut dave_on_b = b.connect("dave").await;
+    settle().await;
+    // Through the HTTP API of node A.
+    let (status, body) = http(
+        "POST",
+        &a.http("/api/broadcast"),
+        Some(API_KEY),
+        Some(json!({"event": {"type": "maintenance", "data": {"in": "5m"}}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for client in [&mut carol_on_b, &mut dave_on_b] {
+        let frame = client.recv().await;
+        assert_eq!(message(&frame).channel, "broadcast");
+        assert_eq!(message(&frame).event.kind(), "maintenance");
+    }
+    // Through the Rust API of node A: carol's connection on B closes with 4006, dave stays.
+    assert_eq!(a.tidings.disconnect_user("carol"), 0);
+    assert_eq!(carol_on_b.expect_close().await.code, 4006);
+    dave_on_b.ping_ok().await;
+}
+
 /// A `redis-server` or `nats-server` of this test's own, on a free port, that it can stop
 /// and start again.
 struct OwnBroker {
@@ -265,10 +293,13 @@ async fn a_broker_restart_mid_stream_loses_nothing_and_nobody_reconnects(engine:
     on_b.subscribe("room").await;
     settle().await;
     let note = Notification::default();
+    assert_eq!(health(&a).await, "ok");
     const TOTAL: u64 = 60;
     for i in 1..=TOTAL {
         if i == 20 {
             broker.stop();
+            // Degraded, not down: the node keeps serving its own clients.
+            wait_for_health(&b, "degraded").await;
         }
         if i == 40 {
             broker.restart();
@@ -282,6 +313,24 @@ async fn a_broker_restart_mid_stream_loses_nothing_and_nobody_reconnects(engine:
     assert_eq!(offsets(&mut on_a, expected.len()).await, expected);
     assert_eq!(offsets(&mut on_b, expected.len()).await, expected);
     on_b.expect_silence(300).await;
+    wait_for_health(&b, "ok").await;
+}
+
+async fn health(node: &TestServer) -> String {
+    let (status, body) = http("GET", &node.http("/healthz"), None, None).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Waits (up to 10 s) until `/healthz` starts with `expected`.
+async fn wait_for_health(node: &TestServer, expected: &str) {
+    for _ in 0..200 {
+        if health(node).await.starts_with(expected) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("/healthz never said {expected:?}: {:?}", health(node).await);
 }
 
 /// Generates `redis::NAME` and `nats::NAME` for each `async fn NAME(Engine)` listed.
@@ -309,5 +358,6 @@ macro_rules! on_both_brokers {
 on_both_brokers!(
     publications_through_every_node_and_entry_point_reach_every_node_once_in_order,
     a_node_fills_from_the_store_what_the_broker_never_brought,
+    broadcast_and_disconnect_through_one_node_reach_every_node,
     a_broker_restart_mid_stream_loses_nothing_and_nobody_reconnects,
 );

@@ -64,6 +64,34 @@ pub enum Incoming {
     /// Messages may have been lost (a reconnection, a receiver that fell behind): every
     /// channel with subscribers here catches up from the store.
     Resynced,
+    /// Something for every node (a broadcast, a disconnect) that another node sent.
+    Cluster(ClusterMessage),
+}
+
+/// What one node asks of every other node, besides publications.
+// Externally tagged (`{"broadcast": {...}}`): an internally tagged enum buffers its content,
+// and a buffered `RawValue` (the event's payload) cannot be read back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ClusterMessage {
+    /// `Tidings::broadcast`: the event goes to every connection on every node.
+    Broadcast {
+        /// The event, its payload untouched.
+        event: RawEvent,
+    },
+    /// `Tidings::disconnect_user`: the user's connections on every node close with 4006.
+    Disconnect {
+        /// The user.
+        user_id: String,
+    },
+}
+
+/// A [`ClusterMessage`] as it travels, with its sender.
+#[derive(Debug, Serialize, Deserialize)]
+struct ClusterEnvelope {
+    node: String,
+    message: ClusterMessage,
 }
 
 /// Carries publications between nodes.
@@ -78,6 +106,10 @@ pub trait Broker: Send + Sync + 'static {
     /// Starts (`true`) or stops receiving `channel`'s publications (in call order; never
     /// waits). This node has subscribers in the channel exactly while it is interested.
     fn interest(&self, channel: &str, interested: bool);
+
+    /// Queues a message for every other node (in call order; never waits). Every node
+    /// receives these from the start, as [`Incoming::Cluster`].
+    fn tell_all(&self, message: ClusterMessage);
 
     /// Whether the broker is connected now (for `/healthz`).
     fn is_connected(&self) -> bool;
@@ -138,6 +170,8 @@ enum Order {
     Publish { channel: Arc<str>, body: Vec<u8> },
     /// Start or stop receiving `channel`.
     Interest { channel: String, interested: bool },
+    /// Send an encoded cluster message to every node.
+    TellAll { body: Vec<u8> },
 }
 
 #[cfg(any(feature = "redis", feature = "nats"))]
@@ -151,6 +185,16 @@ impl Order {
         })
     }
 
+    /// The order to send `message` from `node` to every node, if it encodes.
+    fn tell_all(node: &str, message: ClusterMessage) -> Option<Order> {
+        let envelope = ClusterEnvelope {
+            node: node.to_owned(),
+            message,
+        };
+        let body = serde_json::to_vec(&envelope).ok()?;
+        Some(Order::TellAll { body })
+    }
+
     /// Queues the order without waiting; a full queue loses it, which the store makes good.
     fn queue(self, orders: &mpsc::Sender<Order>) {
         if let Err(mpsc::error::TrySendError::Full(order)) = orders.try_send(self) {
@@ -161,6 +205,9 @@ impl Order {
                 ),
                 Order::Interest { channel, .. } => {
                     tracing::warn!(channel, "broker queue full; a subscription change was lost")
+                }
+                Order::TellAll { .. } => {
+                    tracing::warn!("broker queue full; a broadcast or disconnect was lost")
                 }
             }
         }
@@ -176,6 +223,19 @@ fn decode(node: &str, body: &[u8]) -> Option<Incoming> {
         Ok(envelope) => Some(Incoming::Publication(envelope.into_publication())),
         Err(e) => {
             tracing::warn!(error = %e, "unreadable broker message");
+            None
+        }
+    }
+}
+
+/// A cluster message from the broker as the node's inbox takes it (`None` as in [`decode`]).
+#[cfg(any(feature = "redis", feature = "nats"))]
+fn decode_cluster(node: &str, body: &[u8]) -> Option<Incoming> {
+    match serde_json::from_slice::<ClusterEnvelope>(body) {
+        Ok(envelope) if envelope.node == node => None,
+        Ok(envelope) => Some(Incoming::Cluster(envelope.message)),
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable cluster message");
             None
         }
     }

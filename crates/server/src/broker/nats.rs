@@ -1,9 +1,10 @@
 //! [`NatsBroker`]: publications between nodes over core NATS (the `nats` feature, on
 //! `async-nats`, which reconnects and re-subscribes by itself).
 //!
-//! Each Tidings channel is one subject, `tidings.{hex of the name}` (subjects may not hold
-//! every character a channel name may; another prefix with [`NatsBroker::prefix`]),
-//! subscribed only while the node has subscribers in it. Core NATS delivers at most once:
+//! Each Tidings channel is one subject, `tidings.ch.{hex of the name}` (subjects may not
+//! hold every character a channel name may), subscribed only while the node has
+//! subscribers in it; broadcasts and disconnects travel on `tidings.nodes`, which every node
+//! subscribes to. Another prefix than `tidings.` with [`NatsBroker::prefix`]. Core NATS delivers at most once:
 //! the node fills gaps from the store (see [`crate::broker`]).
 
 use std::collections::HashMap;
@@ -17,10 +18,10 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Broker, BrokerError, Incoming, Order, decode, resync};
+use super::{Broker, BrokerError, ClusterMessage, Incoming, Order, decode, decode_cluster, resync};
 use crate::store::Publication;
 
-/// Subjects: this prefix, then the channel name in hex.
+/// Subjects: this prefix, then `ch.` and the channel name in hex, or `nodes`.
 const DEFAULT_PREFIX: &str = "tidings.";
 /// Orders waiting for the sending task at most; past it they are dropped (the other nodes
 /// fill the gap from the store).
@@ -67,8 +68,8 @@ impl NatsBroker {
         })
     }
 
-    /// Names this cluster's subjects `{prefix}{hex}` instead of `tidings.{hex}`: clusters
-    /// sharing one NATS must each have their own (end it with a dot).
+    /// Names this cluster's subjects `{prefix}ch.{hex}` and `{prefix}nodes` instead of
+    /// `tidings.…`: clusters sharing one NATS must each have their own (end it with a dot).
     pub fn prefix(mut self, prefix: &str) -> NatsBroker {
         self.prefix = prefix.to_owned();
         self
@@ -156,6 +157,12 @@ impl Broker for NatsBroker {
         .queue(&self.orders);
     }
 
+    fn tell_all(&self, message: ClusterMessage) {
+        if let Some(order) = Order::tell_all(&self.node, message) {
+            order.queue(&self.orders);
+        }
+    }
+
     fn is_connected(&self) -> bool {
         self.client.get().is_some_and(|client| {
             client.connection_state() == async_nats::connection::State::Connected
@@ -176,6 +183,7 @@ impl Sender {
     fn subject(&self, channel: &str) -> String {
         let mut subject = String::with_capacity(self.prefix.len() + 2 * channel.len());
         subject.push_str(&self.prefix);
+        subject.push_str("ch.");
         for byte in channel.bytes() {
             let _ = write!(subject, "{byte:02x}");
         }
@@ -183,8 +191,15 @@ impl Sender {
     }
 
     async fn run(mut self, mut queue: mpsc::Receiver<Order>) {
+        let nodes = format!("{}nodes", self.prefix);
+        self.join_the_cluster(&nodes).await;
         while let Some(order) = queue.recv().await {
             match order {
+                Order::TellAll { body } => {
+                    if let Err(e) = self.client.publish(nodes.clone(), body.into()).await {
+                        tracing::warn!(error = %e, "broker: a broadcast or disconnect was not sent");
+                    }
+                }
                 Order::Publish { channel, body } => {
                     let subject = self.subject(&channel);
                     if let Err(e) = self.client.publish(subject, body.into()).await {
@@ -209,6 +224,29 @@ impl Sender {
         for receiving in self.receivers.values() {
             receiving.abort();
         }
+    }
+
+    /// Receives what other nodes send to every node, from now on.
+    async fn join_the_cluster(&mut self, nodes: &str) {
+        let mut subscriber = match self.client.subscribe(nodes.to_owned()).await {
+            Ok(subscriber) => subscriber,
+            Err(e) => {
+                tracing::error!(error = %e, "could not subscribe to the cluster subject");
+                return;
+            }
+        };
+        let (node, inbox) = (self.node.clone(), self.inbox.clone());
+        let receiving = tokio::spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                if let Some(incoming) = decode_cluster(&node, &message.payload)
+                    && inbox.send(incoming).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        // Keyed by a name no channel can have (channel names hold no control characters).
+        self.receivers.insert("\u{0}nodes".to_owned(), receiving);
     }
 
     async fn subscribe(&mut self, channel: String) {

@@ -1,9 +1,10 @@
 //! [`RedisBroker`]: publications between nodes over Redis pub/sub (the `redis` feature, on
 //! `fred`, which reconnects and re-subscribes by itself).
 //!
-//! Each Tidings channel is one Redis channel, `tidings:{name}` (another prefix with
-//! [`RedisBroker::prefix`], for several clusters on one Redis), subscribed only while the
-//! node has subscribers in it. Redis pub/sub delivers at most once and forgets what it sends
+//! Each Tidings channel is one Redis channel, `tidings:ch:{name}`, subscribed only while the
+//! node has subscribers in it; broadcasts and disconnects travel on `tidings:nodes`, which
+//! every node subscribes to. Another prefix than `tidings:` with [`RedisBroker::prefix`],
+//! for several clusters on one Redis. Redis pub/sub delivers at most once and forgets what it sends
 //! while a node is away: the node fills gaps from the store (see [`crate::broker`]).
 
 use std::sync::Arc;
@@ -16,10 +17,10 @@ use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::{Builder, Value};
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Broker, BrokerError, Incoming, Order, decode, resync};
+use super::{Broker, BrokerError, ClusterMessage, Incoming, Order, decode, decode_cluster, resync};
 use crate::store::Publication;
 
-/// Redis channel names: this prefix, then the Tidings channel's name.
+/// Redis channel names: this prefix, then `ch:` and the Tidings channel's name, or `nodes`.
 const DEFAULT_PREFIX: &str = "tidings:";
 /// Publications waiting to be sent at most; past it the newest are dropped (the other nodes
 /// fill the gap from the store).
@@ -76,7 +77,8 @@ impl RedisBroker {
 }
 
 impl RedisBroker {
-    /// Names this cluster's Redis channels `{prefix}{channel}` instead of `tidings:{channel}`:
+    /// Names this cluster's Redis channels `{prefix}ch:{channel}` and `{prefix}nodes`
+    /// instead of `tidings:…`:
     /// clusters sharing one Redis must each have their own.
     pub fn prefix(mut self, prefix: &str) -> RedisBroker {
         self.prefix = Arc::from(prefix);
@@ -113,7 +115,14 @@ impl Broker for RedisBroker {
         }
         // Re-subscribes to every tracked channel after a reconnection.
         let _resubscribing = self.subscriber.manage_subscriptions();
-        tokio::spawn(receive(self.node.clone(), messages, inbox.clone()));
+        let nodes: Arc<str> = Arc::from(format!("{}nodes", self.prefix));
+        tokio::spawn(receive(
+            self.node.clone(),
+            nodes.clone(),
+            messages,
+            inbox.clone(),
+        ));
+        tokio::spawn(join_the_cluster(self.subscriber.clone(), nodes));
         tokio::spawn(resync_on_reconnect(reconnections, inbox.clone()));
         tokio::spawn(send(
             self.prefix.clone(),
@@ -139,6 +148,12 @@ impl Broker for RedisBroker {
         .queue(&self.orders);
     }
 
+    fn tell_all(&self, message: ClusterMessage) {
+        if let Some(order) = Order::tell_all(&self.node, message) {
+            order.queue(&self.orders);
+        }
+    }
+
     fn is_connected(&self) -> bool {
         self.publisher.is_connected() && self.subscriber.is_connected()
     }
@@ -160,8 +175,9 @@ async fn send(
         for order in batch.drain(..) {
             match order {
                 Order::Publish { channel, body } => {
-                    let queued_now: Result<Value, _> =
-                        pipeline.publish(format!("{prefix}{channel}"), body).await;
+                    let queued_now: Result<Value, _> = pipeline
+                        .publish(format!("{prefix}ch:{channel}"), body)
+                        .await;
                     queued += usize::from(queued_now.is_ok());
                 }
                 Order::Interest {
@@ -171,6 +187,11 @@ async fn send(
                     // Publications queued before it go first.
                     flush(&pipeline, &mut queued).await;
                     change_interest(&prefix, &subscriber, &inbox, channel, interested).await;
+                }
+                Order::TellAll { body } => {
+                    let queued_now: Result<Value, _> =
+                        pipeline.publish(format!("{prefix}nodes"), body).await;
+                    queued += usize::from(queued_now.is_ok());
                 }
             }
         }
@@ -195,7 +216,7 @@ async fn change_interest(
     channel: String,
     interested: bool,
 ) {
-    let redis_channel = format!("{prefix}{channel}");
+    let redis_channel = format!("{prefix}ch:{channel}");
     if interested {
         match subscriber.subscribe(redis_channel.as_str()).await {
             Ok(()) => {
@@ -210,18 +231,36 @@ async fn change_interest(
     }
 }
 
-/// Hands other nodes' publications to the node, in the order Redis delivers them.
+/// Subscribes to the channel every node hears (retried until Redis answers; fred keeps it
+/// subscribed across reconnections from then on).
+async fn join_the_cluster(subscriber: SubscriberClient, nodes: Arc<str>) {
+    while let Err(e) = subscriber.subscribe(&*nodes).await {
+        tracing::warn!(error = %e, "could not subscribe to the cluster channel; retrying");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Hands other nodes' messages to the node, in the order Redis delivers them.
 async fn receive(
     node: String,
+    nodes: Arc<str>,
     mut messages: broadcast::Receiver<fred::types::Message>,
     inbox: mpsc::Sender<Incoming>,
 ) {
     loop {
         let incoming = match messages.recv().await {
-            Ok(message) => match message.value.as_bytes().and_then(|b| decode(&node, b)) {
-                Some(incoming) => incoming,
-                None => continue,
-            },
+            Ok(message) => {
+                let body = message.value.as_bytes().unwrap_or_default();
+                let incoming = if *message.channel == *nodes {
+                    decode_cluster(&node, body)
+                } else {
+                    decode(&node, body)
+                };
+                match incoming {
+                    Some(incoming) => incoming,
+                    None => continue,
+                }
+            }
             // This task fell behind Redis: what it skipped is read from the store.
             Err(broadcast::error::RecvError::Lagged(skipped)) => {
                 tracing::warn!(

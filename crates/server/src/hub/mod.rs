@@ -122,6 +122,11 @@ impl Hub {
         &self.stores
     }
 
+    /// This node's broker, if it has one.
+    pub(crate) fn broker(&self) -> Option<&Arc<dyn Broker>> {
+        self.broker.as_ref()
+    }
+
     /// The most publications one recovery replays.
     pub(crate) fn recovery_limit(&self) -> u64 {
         self.recovery_limit

@@ -3,12 +3,12 @@
 
 use std::sync::{Arc, Weak};
 
-use tidings_protocol::Delivery;
+use tidings_protocol::{Code, Delivery};
 use tokio::sync::mpsc;
 
 use super::Hub;
 use super::channel::ChannelState;
-use crate::broker::Incoming;
+use crate::broker::{ClusterMessage, Incoming};
 use crate::store::{Position, Publication};
 
 /// Publications read per page when filling a gap.
@@ -149,6 +149,12 @@ pub(crate) async fn run_inbox(hub: Weak<Hub>, mut inbox: mpsc::Receiver<Incoming
             }
             Incoming::Subscribed(channel) => hub.catch_up(&channel).await,
             Incoming::Resynced => hub.catch_up_all().await,
+            Incoming::Cluster(ClusterMessage::Broadcast { event }) => {
+                hub.broadcast(event);
+            }
+            Incoming::Cluster(ClusterMessage::Disconnect { user_id }) => {
+                hub.disconnect_user(&user_id, Code::Disconnected, "disconnected by the server");
+            }
         }
     }
 }
