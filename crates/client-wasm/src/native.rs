@@ -110,6 +110,17 @@ impl ClientBuilder {
         self
     }
 
+    /// Other nodes of the same cluster: each reconnect after a lost connection or a failed
+    /// attempt opens the next URL, round the list with the builder's URL first.
+    pub fn fallback_urls<I, U>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = U>,
+        U: Into<String>,
+    {
+        self.config.fallback_urls = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Reconnect delays (default: full jitter from 500 ms to 20 s, forever).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.config.backoff = backoff;

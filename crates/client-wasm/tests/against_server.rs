@@ -240,6 +240,45 @@ async fn a_server_restart_on_the_same_port_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_goes_away_for_good_sends_the_client_to_the_next_url() {
+    // Two nodes of one cluster share the store; node A shuts down and never comes back.
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(10_000));
+    let (a, a_addr) = serve("127.0.0.1:0".parse().unwrap(), store.clone()).await;
+    let (b, b_addr) = serve("127.0.0.1:0".parse().unwrap(), store.clone()).await;
+    let client = Client::builder(format!("ws://{a_addr}/ws"))
+        .fallback_urls([format!("ws://{b_addr}/ws")])
+        .token(token("reader"))
+        .connect()
+        .await
+        .unwrap();
+    let offsets = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let feed = client.subscription("feed");
+    let seen = offsets.clone();
+    feed.on_publication(move |p| seen.lock().unwrap().push(p.offset.unwrap()));
+    feed.subscribe().await.unwrap();
+    let note = Notification::default();
+    for _ in 0..10 {
+        a.tidings.publish("feed", &note).await.unwrap();
+    }
+    eventually("the first ten through node A", || {
+        offsets.lock().unwrap().len() == 10
+    })
+    .await;
+    a.stop().await;
+    // Published while the client moves: it recovers them from node B.
+    for _ in 0..10 {
+        b.tidings.publish("feed", &note).await.unwrap();
+    }
+    eventually("all twenty", || offsets.lock().unwrap().len() >= 20).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // room for a duplicate to show up
+    assert_eq!(*offsets.lock().unwrap(), (1..=20).collect::<Vec<u64>>());
+    assert_eq!(client.state(), State::Connected);
+    assert_eq!(b.tidings.user_connections("reader"), 1);
+    client.close().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_offline_inbox_is_delivered_once_and_acknowledged_automatically() {
     let (server, addr) = serve(
         "127.0.0.1:0".parse().unwrap(),

@@ -23,7 +23,8 @@ use serde::{Deserialize, Deserializer};
 /// ```
 ///
 /// As settings (`ClientSettings` in TypeScript): `token`, `backoff`, `requestTimeoutMs`,
-/// `connectTimeoutMs`, `publishQueue`, `ackDelayMs`; the URL is not one of them.
+/// `connectTimeoutMs`, `publishQueue`, `ackDelayMs`, `fallbackUrls`; the URL is not one of
+/// them.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[cfg_attr(
     target_arch = "wasm32",
@@ -37,6 +38,12 @@ pub struct Config {
     /// `token=` itself on every attempt, so a refreshed token replaces the old one.
     #[serde(skip)]
     pub url: String,
+    /// Other URLs of the same cluster (several nodes behind no shared address). Every
+    /// reconnect after a lost connection or a failed attempt goes to the next one, round the
+    /// list with `url` first; recovery works on any node.
+    #[serde(rename = "fallbackUrls")]
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "string[]"))]
+    pub fallback_urls: Vec<String>,
     /// How the connection authenticates. As a setting: `token`, the same token on every
     /// attempt (put in the URL as `?token=`).
     #[serde(rename = "token", deserialize_with = "token_auth")]
@@ -75,6 +82,7 @@ impl Config {
     pub fn new(url: impl Into<String>) -> Config {
         Config {
             url: url.into(),
+            fallback_urls: Vec::new(),
             auth: Auth::None,
             backoff: Backoff::default(),
             request_timeout: Duration::from_secs(10),

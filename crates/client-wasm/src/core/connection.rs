@@ -133,11 +133,11 @@ impl Core {
         match &self.config.auth {
             Auth::Provider => self.push(Output::NeedToken { conn }),
             Auth::Token(token) => {
-                let url = url_with_token(&self.config.url, Some(token));
+                let url = url_with_token(self.current_url(), Some(token));
                 self.push(Output::OpenTransport { conn, url });
             }
             Auth::None => {
-                let url = self.config.url.clone();
+                let url = self.current_url().to_owned();
                 self.push(Output::OpenTransport { conn, url });
             }
         }
@@ -149,7 +149,7 @@ impl Core {
                 if let Some(attempt) = self.attempt.as_mut() {
                     attempt.phase = Phase::Opening;
                 }
-                let url = url_with_token(&self.config.url, Some(&token));
+                let url = url_with_token(self.current_url(), Some(&token));
                 self.push(Output::OpenTransport { conn, url });
             }
             Err(message) => {
@@ -353,7 +353,21 @@ impl Core {
             return;
         }
         self.retry = self.retry.saturating_add(1);
+        // Another node of the cluster may be up where this one is not.
+        self.url_index = (self.url_index + 1) % (1 + self.config.fallback_urls.len());
         self.schedule_reconnect(now, delay);
+    }
+
+    /// The URL the next attempt opens.
+    fn current_url(&self) -> &str {
+        match self.url_index.checked_sub(1) {
+            Some(i) => self
+                .config
+                .fallback_urls
+                .get(i)
+                .map_or(&self.config.url, |url| url),
+            None => &self.config.url,
+        }
     }
 
     /// Enters [`State::Reconnecting`]: the next attempt starts after `delay`, or when the

@@ -115,6 +115,8 @@ pub struct Core {
     heartbeat: Option<Heartbeat>,
     /// Reconnects scheduled since the last stable connection: the backoff exponent.
     retry: u32,
+    /// Which URL the next attempt opens: 0 is `config.url`, then `config.fallback_urls`.
+    url_index: usize,
     /// A 4001 was already retried with a fresh token, so the next one is terminal.
     auth_retried: bool,
     /// The delay a `shutdown` frame asked for, used for the next reconnect.
@@ -177,6 +179,7 @@ impl Core {
             attempt: None,
             heartbeat: None,
             retry: 0,
+            url_index: 0,
             auth_retried: false,
             shutdown_delay: None,
             offline: false,

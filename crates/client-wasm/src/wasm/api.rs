@@ -39,6 +39,10 @@ fn build(url: String, options: &JsValue) -> Result<Rc<Shared>, JsValue> {
     let mut config =
         from_js::<Config>(options, "client options")?.unwrap_or_else(|| Config::new(String::new()));
     config.url = with_device(url);
+    config.fallback_urls = std::mem::take(&mut config.fallback_urls)
+        .into_iter()
+        .map(with_device)
+        .collect();
     let provider = if options.is_object() {
         js_sys::Reflect::get(options, &"getToken".into())
             .ok()

@@ -404,3 +404,42 @@ fn undecodable_frames_and_unanswered_errors_are_reported_not_fatal() {
     );
     assert_eq!(h.core.state(), State::Connected);
 }
+
+#[test]
+fn reconnects_go_round_the_fallback_urls() {
+    let mut config = Config::new("ws://a/ws");
+    config.fallback_urls = vec!["ws://b/ws".into(), "ws://c/ws".into()];
+    config.auth = Auth::Token("t".into());
+    let mut h = Harness::new(config);
+    h.establish(&[]);
+    let mut opened = vec![];
+    opened.extend(opened_urls(&h.take()));
+    // The node goes away: every reconnect tries the next URL, round the list.
+    for _ in 0..3 {
+        h.drop_transport(1006);
+        // Up to the attempt the backoff schedules, not beyond (its timeout would move on).
+        let next = loop {
+            h.advance(50);
+            let urls = opened_urls(&h.take());
+            if !urls.is_empty() {
+                break urls;
+            }
+        };
+        opened.extend(next);
+        h.open();
+    }
+    assert_eq!(
+        opened,
+        [
+            "ws://a/ws?token=t",
+            "ws://b/ws?token=t",
+            "ws://c/ws?token=t",
+            "ws://a/ws?token=t"
+        ]
+    );
+    // A connection that works stays where it is: nothing moves without a loss.
+    h.connected(&[]);
+    h.advance(5_000);
+    assert!(opened_urls(&h.take()).is_empty());
+    assert_eq!(h.core.state(), State::Connected);
+}
