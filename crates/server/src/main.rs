@@ -269,7 +269,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!(%storage, "publication store open");
     let mut builder = Tidings::builder();
     if let Some(url) = &config.broker {
-        builder = builder.broker(open_broker(url)?);
+        builder = builder.broker(open_broker(url, config.broker_prefix.as_deref())?);
     }
     let tidings = builder
         .config(config)
@@ -289,17 +289,26 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 }
 
 /// The broker a URL names, this node named at random (its messages carry the name).
-fn open_broker(url: &str) -> Result<std::sync::Arc<dyn tidings_server::broker::Broker>, String> {
+fn open_broker(
+    url: &str,
+    prefix: Option<&str>,
+) -> Result<std::sync::Arc<dyn tidings_server::broker::Broker>, String> {
     let node = format!("node-{:016x}", rand::random::<u64>());
     if url.starts_with("redis://") || url.starts_with("rediss://") {
-        let broker = tidings_server::broker::redis::RedisBroker::new(url, node)
+        let mut broker = tidings_server::broker::redis::RedisBroker::new(url, node)
             .map_err(|e| format!("--broker {url}: {e}"))?;
+        if let Some(prefix) = prefix {
+            broker = broker.prefix(prefix);
+        }
         tracing::info!(url, "broker: Redis pub/sub");
         return Ok(std::sync::Arc::new(broker));
     }
     if url.starts_with("nats://") || url.starts_with("tls://") {
-        let broker = tidings_server::broker::nats::NatsBroker::new(url, node)
+        let mut broker = tidings_server::broker::nats::NatsBroker::new(url, node)
             .map_err(|e| format!("--broker {url}: {e}"))?;
+        if let Some(prefix) = prefix {
+            broker = broker.prefix(prefix);
+        }
         tracing::info!(url, "broker: NATS");
         return Ok(std::sync::Arc::new(broker));
     }

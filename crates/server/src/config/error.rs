@@ -52,6 +52,14 @@ pub enum ConfigError {
          (`--database-url postgres://...`); SQLite and `--ephemeral` are one node's own"
     )]
     BrokerWithoutSharedStore,
+    /// `broker_prefix` cannot name NATS subjects (or is empty).
+    #[error("`broker_prefix` = {prefix:?}: {reason}")]
+    BrokerPrefix {
+        /// The prefix given.
+        prefix: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A text that must not be empty is.
     #[error("`{setting}` is empty")]
     Empty {

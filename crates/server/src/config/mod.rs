@@ -113,6 +113,10 @@ pub struct Config {
     /// pub/sub) or `nats://host:4222` (core NATS). Needs a shared store (`storage.database_url = "postgres://..."`); the
     /// `tidings` binary refuses anything else at start-up. Unset: a single node.
     pub broker: Option<String>,
+    /// The start of this cluster's broker channel names (default `tidings:` on Redis,
+    /// `tidings.` on NATS, where it must end with a dot and hold only letters, digits, `-`,
+    /// `_` and dots). Clusters that share one Redis or NATS need one each.
+    pub broker_prefix: Option<String>,
 }
 
 impl Default for Config {
@@ -138,6 +142,7 @@ impl Default for Config {
             shutdown_reconnect_spread: Duration::from_secs(5),
             policy: Policy::default(),
             broker: None,
+            broker_prefix: None,
         }
     }
 }

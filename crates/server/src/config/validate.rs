@@ -34,6 +34,36 @@ impl Config {
         if self.broker.is_some() && (self.storage.ephemeral || !shared) {
             return Err(ConfigError::BrokerWithoutSharedStore);
         }
+        let Some(prefix) = &self.broker_prefix else {
+            return Ok(());
+        };
+        let refuse = |reason| {
+            Err(ConfigError::BrokerPrefix {
+                prefix: prefix.clone(),
+                reason,
+            })
+        };
+        if prefix.is_empty() {
+            return refuse("it is empty");
+        }
+        let nats = self
+            .broker
+            .as_deref()
+            .is_some_and(|url| url.starts_with("nats://") || url.starts_with("tls://"));
+        if nats {
+            let subject_safe = prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !subject_safe
+                || !prefix.ends_with('.')
+                || prefix.starts_with('.')
+                || prefix.contains("..")
+            {
+                return refuse(
+                    "a NATS subject prefix is tokens of letters, digits, `-` and `_`, each followed by a dot (e.g. `tidings.eu.`)",
+                );
+            }
+        }
         Ok(())
     }
 
@@ -245,6 +275,22 @@ mod tests {
         }
         let shared = format!("{broker}[storage]\ndatabase_url = \"postgres://db/tidings\"\n");
         assert!(Config::from_toml_str(&shared).unwrap().validate().is_ok());
+    }
+
+    #[test]
+    fn a_nats_prefix_must_make_subjects() {
+        let nats = "broker = \"nats://127.0.0.1:4222\"\n\
+                    [storage]\ndatabase_url = \"postgres://db/t\"\n";
+        for bad in ["", "tidings", "a b.", "x.*.", ".x.", "x..y."] {
+            let message = refused(&format!("broker_prefix = {bad:?}\n{nats}"));
+            assert!(message.starts_with("`broker_prefix`"), "{bad}: {message}");
+        }
+        let good = format!("broker_prefix = \"tidings.eu-1.\"\n{nats}");
+        assert!(Config::from_toml_str(&good).unwrap().validate().is_ok());
+        // Redis channel names are any bytes.
+        let redis = "broker = \"redis://r\"\nbroker_prefix = \"eu 1:\"\n\
+                     [storage]\ndatabase_url = \"postgres://db/t\"\n";
+        assert!(Config::from_toml_str(redis).unwrap().validate().is_ok());
     }
 
     #[test]
