@@ -132,6 +132,35 @@ async fn subscribe_is_refused_for_forbidden_reserved_and_invalid_channels() {
 }
 
 #[tokio::test]
+async fn an_events_filter_is_bounded_and_the_connection_stays_usable() {
+    use super::subscribe::{MAX_FILTER_EVENTS, MAX_FILTER_NAME_BYTES};
+    let tidings = node(Config::default());
+    let mut ann = session(&tidings, "ann").await;
+    let too_many: Vec<String> = (0..=MAX_FILTER_EVENTS).map(|n| format!("e{n}")).collect();
+    let too_long = vec!["x".repeat(MAX_FILTER_NAME_BYTES + 1)];
+    for (id, events) in [(1, too_many), (2, too_long)] {
+        let out = ask(
+            &mut ann,
+            json!({"type": "subscribe", "id": id, "data": {"channel": "room", "events": events}}),
+        )
+        .await;
+        assert_eq!(error_code(&out[0]), 4400);
+        assert_eq!(out[0]["id"], id, "the error answers its request");
+    }
+    assert_eq!(ann.subscriptions.len(), 1, "nothing joined");
+    // Repeats do not count; the bound itself is accepted; the connection works on.
+    let mut names: Vec<String> = (0..MAX_FILTER_EVENTS).map(|n| format!("e{n}")).collect();
+    names.extend(names.clone());
+    let out = ask(
+        &mut ann,
+        json!({"type": "subscribe", "id": 3, "data": {"channel": "room", "events": names}}),
+    )
+    .await;
+    assert_eq!(out[0]["type"], "reply", "{}", out[0]);
+    assert_eq!(ann.subscriptions.len(), 2);
+}
+
+#[tokio::test]
 async fn unsubscribe_leaves_joined_channels_only() {
     let tidings = node(Config::default());
     let mut ann = session(&tidings, "ann").await;
