@@ -24,13 +24,18 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// restart (the kernel caps it at `net.core.somaxconn`).
 const BACKLOG: u32 = 4096;
 
+/// How long plain HTTP requests may still run once the WebSocket clients are gone.
+const HTTP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves `tidings` on `listener` until ctrl-c or SIGTERM, then shuts down gracefully.
 ///
 /// By default it serves [`Tidings::router`] (`/ws`, the HTTP API under `/api`, `/healthz`,
 /// `/metrics`); [`Serve::with_router`] serves your own app instead and
 /// [`Serve::with_shutdown`] replaces the signals with any future. Await the result: it
 /// resolves once the clients are gone and axum has stopped, with axum's I/O error if
-/// serving failed.
+/// serving failed. WebSocket clients get `shutdown_deadline` to leave; plain HTTP requests
+/// still open 2 s after that (a half-sent request, a client that never reads) are dropped,
+/// so a shutdown always ends.
 ///
 /// ```no_run
 /// use axum::{Router, routing::get};
@@ -108,12 +113,32 @@ impl IntoFuture for Serve {
         let app = app.unwrap_or_else(|| tidings.router());
         let signal = signal.unwrap_or_else(|| Box::pin(shutdown_signal()));
         Box::pin(async move {
-            axum::serve(listener, app)
+            let (stopped, shut_down) = tokio::sync::oneshot::channel::<()>();
+            let serving = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     signal.await;
+                    // WebSocket clients are told and closed within the shutdown deadline.
                     tidings.shutdown().await;
+                    let _ = stopped.send(());
                 })
-                .await
+                .into_future();
+            // An HTTP request that never completes (a half-sent request line, a client that
+            // never reads) would hold the graceful shutdown forever: give it a moment after
+            // the WebSocket clients are gone, then stop whatever is left.
+            let deadline = async {
+                if shut_down.await.is_ok() {
+                    tokio::time::sleep(HTTP_GRACE).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                served = serving => served,
+                () = deadline => {
+                    tracing::warn!("HTTP connections still open after the shutdown deadline: closed");
+                    Ok(())
+                }
+            }
         })
     }
 }

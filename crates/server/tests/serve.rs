@@ -114,3 +114,27 @@ async fn serve_without_clients_returns_ok_on_the_signal() {
     server.stop.send(()).unwrap();
     server.served.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn half_sent_http_requests_do_not_hold_the_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let server = start(|_| None).await;
+    // Sockets that sent part of a request line and headers, then nothing.
+    let mut stuck = Vec::new();
+    for _ in 0..20 {
+        let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        stuck.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.stop.send(()).unwrap();
+    // The WebSocket deadline (none open here) plus the HTTP grace of 2 s, with room.
+    let served = tokio::time::timeout(Duration::from_secs(8), server.served)
+        .await
+        .expect("the shutdown waited for half-sent requests");
+    served.unwrap().unwrap();
+    drop(stuck);
+}
