@@ -196,6 +196,23 @@ async fn broadcast_and_disconnect_through_one_node_reach_every_node(engine: Engi
     assert_eq!(a.tidings.disconnect_user("carol"), 0);
     assert_eq!(carol_on_b.expect_close().await.code, 4006);
     dave_on_b.ping_ok().await;
+
+    // Typing in a channel reaches its members on the other node (and only them).
+    let mut erin_on_a = a.connect("erin").await;
+    erin_on_a.subscribe("room").await;
+    dave_on_b.subscribe("room").await;
+    let mut frank_on_b = b.connect("frank").await;
+    frank_on_b.subscribe("elsewhere").await;
+    settle().await;
+    erin_on_a
+        .send_json(json!({"type": "typing", "data": {"channel": "room"}}))
+        .await;
+    let typing = dave_on_b.recv_until(|frame| frame.kind() == "typing").await;
+    assert_eq!(
+        as_json(&typing)["data"],
+        json!({"channel": "room", "user_id": "erin"})
+    );
+    frank_on_b.expect_silence(300).await;
 }
 
 /// A `redis-server` or `nats-server` of this test's own, on a free port, that it can stop

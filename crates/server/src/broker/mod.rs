@@ -85,6 +85,13 @@ pub enum ClusterMessage {
         /// The user.
         user_id: String,
     },
+    /// A member of `channel` is typing: the channel's members on every node are told.
+    Typing {
+        /// The channel.
+        channel: String,
+        /// Who is typing.
+        user_id: String,
+    },
 }
 
 /// A [`ClusterMessage`] as it travels, with its sender.

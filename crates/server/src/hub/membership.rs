@@ -11,6 +11,7 @@ use tidings_protocol::{ServerFrame, ServerMessage};
 
 use super::Hub;
 use super::channel::{Conn, Subscriber};
+use crate::broker::ClusterMessage;
 use crate::outbox::Outgoing;
 use crate::store::{Position, StoreError};
 
@@ -283,14 +284,23 @@ impl Hub {
         if !state.subscribers.contains_key(&conn.id) {
             return false;
         }
-        let frame = ServerFrame::push(ServerMessage::Typing(TypingNotice {
-            channel: channel.to_owned(),
-            user_id: conn.user_id.to_string(),
-        }));
-        let key = format!("typing\u{0}{channel}\u{0}{}", conn.user_id);
-        let item = Outgoing::ephemeral(Utf8Bytes::from(frame.encode()), Arc::from(key));
-        state.tell_others(&conn.user_id, &item);
+        tell_typing(&state, channel, &conn.user_id);
+        drop(state);
+        if let Some(broker) = &self.broker {
+            broker.tell_all(ClusterMessage::Typing {
+                channel: channel.to_owned(),
+                user_id: conn.user_id.to_string(),
+            });
+        }
         true
+    }
+
+    /// `typing` from a member on another node, to this node's members of the channel.
+    pub(crate) async fn typing_remote(&self, channel: &str, user_id: &str) {
+        let state = self.lock(channel).await;
+        if !state.subscribers.is_empty() {
+            tell_typing(&state, channel, user_id);
+        }
     }
 
     /// The channel's members (users with at least one connection in it on this node).
@@ -308,6 +318,17 @@ impl Hub {
         members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
         members
     }
+}
+
+/// Queues `typing` for the channel's members other than `user_id` (coalesced per user).
+fn tell_typing(state: &super::channel::ChannelState, channel: &str, user_id: &str) {
+    let frame = ServerFrame::push(ServerMessage::Typing(TypingNotice {
+        channel: channel.to_owned(),
+        user_id: user_id.to_owned(),
+    }));
+    let key = format!("typing\u{0}{channel}\u{0}{user_id}");
+    let item = Outgoing::ephemeral(Utf8Bytes::from(frame.encode()), Arc::from(key));
+    state.tell_others(user_id, &item);
 }
 
 fn presence_frame(joined: bool, channel: &str, user_id: &str) -> Outgoing {

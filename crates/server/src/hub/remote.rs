@@ -152,6 +152,9 @@ pub(crate) async fn run_inbox(hub: Weak<Hub>, mut inbox: mpsc::Receiver<Incoming
             Incoming::Cluster(ClusterMessage::Broadcast { event }) => {
                 hub.broadcast(event);
             }
+            Incoming::Cluster(ClusterMessage::Typing { channel, user_id }) => {
+                hub.typing_remote(&channel, &user_id).await;
+            }
             Incoming::Cluster(ClusterMessage::Disconnect { user_id }) => {
                 hub.disconnect_user(&user_id, Code::Disconnected, "disconnected by the server");
             }
