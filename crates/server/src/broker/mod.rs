@@ -95,6 +95,7 @@ pub enum ClusterMessage {
 }
 
 /// A [`ClusterMessage`] as it travels, with its sender.
+#[cfg(any(feature = "redis", feature = "nats"))]
 #[derive(Debug, Serialize, Deserialize)]
 struct ClusterEnvelope {
     node: String,
@@ -167,6 +168,62 @@ impl Envelope {
             self.sender.map(Arc::from),
             self.event,
         )
+    }
+}
+
+/// Orders waiting for a broker's sending task at most; past it they are dropped (the other
+/// nodes fill the gap from the store).
+#[cfg(any(feature = "redis", feature = "nats"))]
+const OUTGOING_CAPACITY: usize = 65_536;
+
+/// The queue from the hub into a broker's sending task: the [`Broker`] methods that never
+/// wait, written once for every broker.
+#[cfg(any(feature = "redis", feature = "nats"))]
+struct Outgoing {
+    node: String,
+    orders: mpsc::Sender<Order>,
+    /// Taken by the broker's `start`.
+    queue: std::sync::Mutex<Option<mpsc::Receiver<Order>>>,
+}
+
+#[cfg(any(feature = "redis", feature = "nats"))]
+impl Outgoing {
+    fn new(node: String) -> Outgoing {
+        let (orders, queue) = mpsc::channel(OUTGOING_CAPACITY);
+        Outgoing {
+            node,
+            orders,
+            queue: std::sync::Mutex::new(Some(queue)),
+        }
+    }
+
+    /// The sending task's end of the queue (once).
+    fn take_queue(&self) -> Result<mpsc::Receiver<Order>, BrokerError> {
+        self.queue
+            .lock()
+            .ok()
+            .and_then(|mut queue| queue.take())
+            .ok_or_else(|| BrokerError::Config("the broker was started already".into()))
+    }
+
+    fn publish(&self, publication: &Publication) {
+        if let Some(order) = Order::publish(&self.node, publication) {
+            order.queue(&self.orders);
+        }
+    }
+
+    fn interest(&self, channel: &str, interested: bool) {
+        Order::Interest {
+            channel: channel.to_owned(),
+            interested,
+        }
+        .queue(&self.orders);
+    }
+
+    fn tell_all(&self, message: ClusterMessage) {
+        if let Some(order) = Order::tell_all(&self.node, message) {
+            order.queue(&self.orders);
+        }
     }
 }
 

@@ -18,32 +18,28 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Broker, BrokerError, ClusterMessage, Incoming, Order, decode, decode_cluster, resync};
+use super::{
+    Broker, BrokerError, ClusterMessage, Incoming, Order, Outgoing, decode, decode_cluster, resync,
+};
 use crate::store::Publication;
 
 /// Subjects: this prefix, then `ch.` and the channel name in hex, or `nodes`.
 const DEFAULT_PREFIX: &str = "tidings.";
-/// Orders waiting for the sending task at most; past it they are dropped (the other nodes
-/// fill the gap from the store).
-const OUTGOING_CAPACITY: usize = 65_536;
 /// How long `start` waits for the first connection before going on without it.
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
 
 /// Publications between nodes over core NATS.
 pub struct NatsBroker {
     url: String,
-    node: String,
+    outgoing: Outgoing,
     prefix: String,
     client: std::sync::OnceLock<Client>,
-    orders: mpsc::Sender<Order>,
-    /// Taken by `start`.
-    queue: std::sync::Mutex<Option<mpsc::Receiver<Order>>>,
 }
 
 impl std::fmt::Debug for NatsBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsBroker")
-            .field("node", &self.node)
+            .field("node", &self.outgoing.node)
             .finish_non_exhaustive()
     }
 }
@@ -57,14 +53,11 @@ impl NatsBroker {
                 "{url}: a NATS URL starts with nats:// or tls://"
             )));
         }
-        let (orders, queue) = mpsc::channel(OUTGOING_CAPACITY);
         Ok(NatsBroker {
             url: url.to_owned(),
-            node: node.into(),
+            outgoing: Outgoing::new(node.into()),
             prefix: DEFAULT_PREFIX.to_owned(),
             client: std::sync::OnceLock::new(),
-            orders,
-            queue: std::sync::Mutex::new(Some(queue)),
         })
     }
 
@@ -79,12 +72,7 @@ impl NatsBroker {
 #[async_trait]
 impl Broker for NatsBroker {
     async fn start(&self, inbox: mpsc::Sender<Incoming>) -> Result<(), BrokerError> {
-        let queue = self
-            .queue
-            .lock()
-            .ok()
-            .and_then(|mut queue| queue.take())
-            .ok_or_else(|| BrokerError::Config("the broker was started already".into()))?;
+        let queue = self.outgoing.take_queue()?;
         let events = inbox.clone();
         // The first `Connected` is the first connection: nothing was missed before it.
         let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -128,13 +116,13 @@ impl Broker for NatsBroker {
         })
         .await;
         match connected {
-            Ok(()) => tracing::info!(node = %self.node, "NATS broker connected"),
+            Ok(()) => tracing::info!(node = %self.outgoing.node, "NATS broker connected"),
             Err(_) => tracing::warn!("NATS broker not connected yet; retrying"),
         }
         let _ = self.client.set(client.clone());
         let sender = Sender {
             client,
-            node: self.node.clone(),
+            node: self.outgoing.node.clone(),
             prefix: self.prefix.clone(),
             inbox,
             receivers: HashMap::new(),
@@ -144,23 +132,15 @@ impl Broker for NatsBroker {
     }
 
     fn publish(&self, publication: &Arc<Publication>) {
-        if let Some(order) = Order::publish(&self.node, publication) {
-            order.queue(&self.orders);
-        }
+        self.outgoing.publish(publication);
     }
 
     fn interest(&self, channel: &str, interested: bool) {
-        Order::Interest {
-            channel: channel.to_owned(),
-            interested,
-        }
-        .queue(&self.orders);
+        self.outgoing.interest(channel, interested);
     }
 
     fn tell_all(&self, message: ClusterMessage) {
-        if let Some(order) = Order::tell_all(&self.node, message) {
-            order.queue(&self.orders);
-        }
+        self.outgoing.tell_all(message);
     }
 
     fn is_connected(&self) -> bool {

@@ -17,14 +17,13 @@ use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::{Builder, Value};
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Broker, BrokerError, ClusterMessage, Incoming, Order, decode, decode_cluster, resync};
+use super::{
+    Broker, BrokerError, ClusterMessage, Incoming, Order, Outgoing, decode, decode_cluster, resync,
+};
 use crate::store::Publication;
 
 /// Redis channel names: this prefix, then `ch:` and the Tidings channel's name, or `nodes`.
 const DEFAULT_PREFIX: &str = "tidings:";
-/// Publications waiting to be sent at most; past it the newest are dropped (the other nodes
-/// fill the gap from the store).
-const OUTGOING_CAPACITY: usize = 65_536;
 /// How long `start` waits for the first connection before going on without it.
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
 /// Publications sent in one pipeline at most.
@@ -32,19 +31,16 @@ const PIPELINE: usize = 256;
 
 /// Publications between nodes over Redis pub/sub.
 pub struct RedisBroker {
-    node: String,
+    outgoing: Outgoing,
     prefix: Arc<str>,
     publisher: Client,
     subscriber: SubscriberClient,
-    orders: mpsc::Sender<Order>,
-    /// Taken by `start`.
-    queue: std::sync::Mutex<Option<mpsc::Receiver<Order>>>,
 }
 
 impl std::fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBroker")
-            .field("node", &self.node)
+            .field("node", &self.outgoing.node)
             .finish_non_exhaustive()
     }
 }
@@ -64,14 +60,11 @@ impl RedisBroker {
         let subscriber = builder
             .build_subscriber_client()
             .map_err(|e| BrokerError::Config(e.to_string()))?;
-        let (orders, queue) = mpsc::channel(OUTGOING_CAPACITY);
         Ok(RedisBroker {
-            node: node.into(),
+            outgoing: Outgoing::new(node.into()),
             prefix: Arc::from(DEFAULT_PREFIX),
             publisher,
             subscriber,
-            orders,
-            queue: std::sync::Mutex::new(Some(queue)),
         })
     }
 }
@@ -89,12 +82,7 @@ impl RedisBroker {
 #[async_trait]
 impl Broker for RedisBroker {
     async fn start(&self, inbox: mpsc::Sender<Incoming>) -> Result<(), BrokerError> {
-        let queue = self
-            .queue
-            .lock()
-            .ok()
-            .and_then(|mut queue| queue.take())
-            .ok_or_else(|| BrokerError::Config("the broker was started already".into()))?;
+        let queue = self.outgoing.take_queue()?;
         // Receivers first, so nothing sent after the first SUBSCRIBE is missed.
         let messages = self.subscriber.message_rx();
         let reconnections = self.subscriber.reconnect_rx();
@@ -109,7 +97,7 @@ impl Broker for RedisBroker {
         })
         .await;
         match connected {
-            Ok(Ok(())) => tracing::info!(node = %self.node, "Redis broker connected"),
+            Ok(Ok(())) => tracing::info!(node = %self.outgoing.node, "Redis broker connected"),
             Ok(Err(e)) => tracing::warn!(error = %e, "Redis broker not connected yet; retrying"),
             Err(_) => tracing::warn!("Redis broker not connected yet; retrying"),
         }
@@ -117,7 +105,7 @@ impl Broker for RedisBroker {
         let _resubscribing = self.subscriber.manage_subscriptions();
         let nodes: Arc<str> = Arc::from(format!("{}nodes", self.prefix));
         tokio::spawn(receive(
-            self.node.clone(),
+            self.outgoing.node.clone(),
             nodes.clone(),
             messages,
             inbox.clone(),
@@ -135,23 +123,15 @@ impl Broker for RedisBroker {
     }
 
     fn publish(&self, publication: &Arc<Publication>) {
-        if let Some(order) = Order::publish(&self.node, publication) {
-            order.queue(&self.orders);
-        }
+        self.outgoing.publish(publication);
     }
 
     fn interest(&self, channel: &str, interested: bool) {
-        Order::Interest {
-            channel: channel.to_owned(),
-            interested,
-        }
-        .queue(&self.orders);
+        self.outgoing.interest(channel, interested);
     }
 
     fn tell_all(&self, message: ClusterMessage) {
-        if let Some(order) = Order::tell_all(&self.node, message) {
-            order.queue(&self.orders);
-        }
+        self.outgoing.tell_all(message);
     }
 
     fn is_connected(&self) -> bool {
