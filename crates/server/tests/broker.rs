@@ -378,3 +378,31 @@ on_both_brokers!(
     broadcast_and_disconnect_through_one_node_reach_every_node,
     a_broker_restart_mid_stream_loses_nothing_and_nobody_reconnects,
 );
+
+/// Without any broker: a message naming an offset the store has not reached (a stray or
+/// forged one) is not delivered, and does not make the node skip the real publications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_message_beyond_the_store_is_ignored() {
+    use tidings_protocol::RawEvent;
+    use tidings_server::store::Publication;
+    let node = start().await;
+    let mut reader = node.connect("reader").await;
+    let joined = reader.subscribe("room").await;
+    let epoch = as_json(&joined)["data"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let forged = Publication::new(
+        Arc::from("room"),
+        Some(1_000_000),
+        Arc::from(epoch.as_str()),
+        0,
+        None,
+        RawEvent::from_parts("notification", &json!({"message": "forged"})).unwrap(),
+    );
+    assert_eq!(node.tidings.deliver_remote(&forged).await, 0);
+    reader.expect_silence(200).await;
+    let note = Notification::default();
+    node.tidings.publish("room", &note).await.unwrap();
+    assert_eq!(offsets(&mut reader, 1).await, vec![1]);
+}

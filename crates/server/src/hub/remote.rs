@@ -42,9 +42,21 @@ impl Hub {
             if offset <= delivered.offset {
                 return 0;
             }
-            if offset > delivered.offset + 1 {
+            if offset > delivered.offset.saturating_add(1) {
                 self.fill(state, &publication.channel, delivered.offset, offset)
                     .await;
+                let filled = state.delivered.as_ref().map_or(0, |p| p.offset);
+                // The store commits before the broker hears of a publication: an offset the
+                // store has not reached is not a publication (a stray or forged message), and
+                // taking it would make this node skip the real ones up to it.
+                if filled.saturating_add(1) < offset
+                    && !self
+                        .is_stored(&publication.channel, &publication.epoch, offset)
+                        .await
+                {
+                    tracing::warn!(channel = %publication.channel, offset, "a broker message names an offset the store does not have: ignored");
+                    return 0;
+                }
             }
         }
         let reached = self.fan_out(state, publication, Delivery::Reliable);
@@ -83,8 +95,19 @@ impl Hub {
                 offset: cursor,
             });
             self.counters.gap_filled(page.len() as u64);
-            if page.len() < FILL_PAGE || cursor + 1 >= before {
+            if page.len() < FILL_PAGE || cursor.saturating_add(1) >= before {
                 return;
+            }
+        }
+    }
+
+    /// Whether the store's `channel` has reached `offset` in `epoch`.
+    async fn is_stored(&self, channel: &str, epoch: &str, offset: u64) -> bool {
+        match self.stores.publications.position(channel).await {
+            Ok(position) => *position.epoch == *epoch && position.offset >= offset,
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "could not check a broker message against the store");
+                false
             }
         }
     }
