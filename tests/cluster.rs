@@ -16,29 +16,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::Connection;
 use tidings_client::Client;
-use tidings_e2e::{Node, free_addr, http, token};
+use tidings_e2e::{FreshDatabase, Node, free_addr, http, token};
 
 const TOTAL_ACKED: usize = 300;
 const KILL_AFTER: usize = 100;
 const PUBLISHERS: usize = 6;
 
 async fn a_node_killed_mid_stream_loses_nothing(broker: &str) {
-    if std::env::var_os("TIDINGS_TEST_SKIP_POSTGRES").is_some() {
+    let Some(database) = FreshDatabase::create("tidings_cluster").await else {
         return;
-    }
-    let admin_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let name = format!("tidings_cluster_{:016x}", rand::random::<u64>());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    let database = format!("{base}/{name}");
-    let args = ["--database-url", &database, "--broker", broker];
+    };
+    let args = ["--database-url", database.url.as_str(), "--broker", broker];
     let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
     let mut nodes = Vec::new();
     for addr in &addrs {
@@ -135,10 +124,7 @@ async fn a_node_killed_mid_stream_loses_nothing(broker: &str) {
         client.close().await;
     }
     drop(nodes);
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    database.drop_database().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,9 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::Connection;
 use tidings_client::Client;
-use tidings_e2e::{Node, free_addr, http, token};
+use tidings_e2e::{FreshDatabase, Node, free_addr, http, token};
 
 /// Publishers publishing at once (so commits are shared: group commit), over two channels.
 const PUBLISHERS: usize = 16;
@@ -145,23 +144,11 @@ async fn sqlite_survives_sigkill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_survives_sigkill() {
-    if std::env::var_os("TIDINGS_TEST_SKIP_POSTGRES").is_some() {
+    let Some(database) = FreshDatabase::create("tidings_e2e").await else {
         return;
-    }
-    let admin_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let name = format!("tidings_e2e_{:016x}", rand::random::<u64>());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    survive_sigkill(vec!["--database-url".into(), format!("{base}/{name}")]).await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    };
+    survive_sigkill(vec!["--database-url".into(), database.url.clone()]).await;
+    database.drop_database().await;
 }
 
 /// The offline inbox across a crash: what a device acknowledged (and the node wrote) is not

@@ -119,3 +119,44 @@ pub async fn http(
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// A PostgreSQL database of one test's own on `DATABASE_URL`'s server, dropped (with
+/// `drop_database`) at the end; `None` when `TIDINGS_TEST_SKIP_POSTGRES` is set.
+pub struct FreshDatabase {
+    /// Its URL, for `--database-url`.
+    pub url: String,
+    name: String,
+    admin: sqlx::PgConnection,
+}
+
+impl FreshDatabase {
+    /// Creates a database named `{prefix}_{random}`.
+    pub async fn create(prefix: &str) -> Option<FreshDatabase> {
+        use sqlx::Connection;
+        if std::env::var_os("TIDINGS_TEST_SKIP_POSTGRES").is_some() {
+            return None;
+        }
+        let admin_url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let name = format!("{prefix}_{:016x}", rand::random::<u64>());
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let (base, _) = admin_url.rsplit_once('/').unwrap();
+        Some(FreshDatabase {
+            url: format!("{base}/{name}"),
+            name,
+            admin,
+        })
+    }
+
+    /// Drops the database, closing whatever is still connected to it.
+    pub async fn drop_database(mut self) {
+        sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .execute(&mut self.admin)
+            .await
+            .unwrap();
+    }
+}
