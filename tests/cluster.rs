@@ -127,6 +127,124 @@ async fn a_node_killed_mid_stream_loses_nothing(broker: &str) {
     database.drop_database().await;
 }
 
+/// Users of a node killed with SIGKILL leave every channel within the presence TTL: the
+/// other nodes' members get `user_left`, and status and members forget them.
+async fn a_killed_nodes_users_leave_within_the_ttl(broker: &str) {
+    let Some(database) = FreshDatabase::create("tidings_cluster").await else {
+        return;
+    };
+    let args = ["--database-url", database.url.as_str(), "--broker", broker];
+    let ttl = [("TIDINGS_PRESENCE_TTL", "2s")];
+    let (doomed_addr, survivor_addr) = (free_addr(), free_addr());
+    let doomed = Node::start_with_env(doomed_addr, &args, &ttl).await;
+    let survivor = Node::start_with_env(survivor_addr, &args, &ttl).await;
+    let channel = format!("room-{:08x}", rand::random::<u32>());
+
+    let watcher = Client::builder(format!("ws://{survivor_addr}/ws"))
+        .token(token("watcher"))
+        .connect()
+        .await
+        .unwrap();
+    let events = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = events.clone();
+    watcher.on_event(move |event| {
+        if let tidings_client::ClientEvent::UserJoined(change) = event {
+            seen.lock()
+                .unwrap()
+                .push(format!("joined {}", change.user_id));
+        } else if let tidings_client::ClientEvent::UserLeft(change) = event {
+            seen.lock()
+                .unwrap()
+                .push(format!("left {}", change.user_id));
+        }
+    });
+    watcher.subscription(&channel).subscribe().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Two connections of one user on the doomed node; they never close cleanly.
+    let mut doomed_clients = Vec::new();
+    for _ in 0..2 {
+        let client = Client::builder(format!("ws://{doomed_addr}/ws"))
+            .token(token("ghost"))
+            .connect()
+            .await
+            .unwrap();
+        client.subscription(&channel).subscribe().await.unwrap();
+        doomed_clients.push(client);
+    }
+    let status = |addr| async move {
+        let (code, body) = http(addr, "GET", "/api/users/ghost/status", None)
+            .await
+            .unwrap();
+        assert_eq!(code, 200);
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    wait_until("ghost's join reaches the other node", || {
+        events.lock().unwrap().contains(&"joined ghost".to_owned())
+    })
+    .await;
+    let seen_there = status(survivor_addr).await;
+    assert_eq!(seen_there["connections"], 2, "{seen_there}");
+    assert_eq!(seen_there["scope"], "cluster");
+
+    doomed.kill();
+    let killed = std::time::Instant::now();
+    wait_until("ghost's leave after the TTL", || {
+        events.lock().unwrap().contains(&"left ghost".to_owned())
+    })
+    .await;
+    let after = killed.elapsed();
+    assert!(
+        after <= Duration::from_millis(2_000 + 2_000),
+        "gone after {after:?}, TTL 2 s"
+    );
+    assert_eq!(status(survivor_addr).await["connected"], false);
+    let (_, members) = http(
+        survivor_addr,
+        "GET",
+        &format!("/api/channels/{channel}/members"),
+        None,
+    )
+    .await
+    .unwrap();
+    let members: serde_json::Value = serde_json::from_str(&members).unwrap();
+    assert_eq!(
+        members["members"],
+        json!([{"user_id": "watcher", "connections": 1}]),
+        "{members}"
+    );
+    assert_eq!(
+        *events.lock().unwrap(),
+        ["joined ghost", "left ghost"],
+        "one join and one leave for two connections"
+    );
+    watcher.close().await;
+    drop(doomed_clients);
+    drop(survivor);
+    database.drop_database().await;
+}
+
+/// Polls `done` for up to 10 s.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_redis_a_killed_nodes_users_leave_within_the_ttl() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    a_killed_nodes_users_leave_within_the_ttl(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_nats_a_killed_nodes_users_leave_within_the_ttl() {
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    a_killed_nodes_users_leave_within_the_ttl(&url).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_redis_a_node_killed_mid_stream_loses_nothing() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());

@@ -52,9 +52,15 @@ impl Node {
     /// Starts `tidings serve --bind addr` with the given extra arguments and waits until it
     /// answers `/healthz`.
     pub async fn start(addr: SocketAddr, args: &[&str]) -> Node {
+        Node::start_with_env(addr, args, &[]).await
+    }
+
+    /// [`Node::start`] with extra environment variables (`TIDINGS_*` settings).
+    pub async fn start_with_env(addr: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> Node {
         let child = Command::new(binary())
             .args(["serve", "--bind", &addr.to_string()])
             .args(args)
+            .envs(env.iter().copied())
             .env("TIDINGS_JWT_SECRET", SECRET)
             .env("TIDINGS_API_KEY", API_KEY)
             .env("RUST_LOG", "warn")

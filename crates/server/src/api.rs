@@ -32,6 +32,27 @@ pub(crate) struct PublishBody {
     delivery: Option<Delivery>,
 }
 
+/// What a count in an answer covers.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Scope {
+    /// This node only (other nodes deliver or close their own without counting here).
+    Node,
+    /// Every node of the cluster, from their presence reports.
+    Cluster,
+}
+
+impl Scope {
+    /// `Cluster` with a broker, else `Node` (a single node is the whole cluster).
+    fn of_presence(tidings: &Tidings) -> Scope {
+        if tidings.broker_connected().is_some() {
+            Scope::Cluster
+        } else {
+            Scope::Node
+        }
+    }
+}
+
 /// `POST /api/publish` answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PublishAnswer {
@@ -41,6 +62,8 @@ pub(crate) struct PublishAnswer {
     epoch: String,
     /// Connections on this node it was queued for.
     delivered: usize,
+    /// Always `node`: other nodes deliver to theirs.
+    scope: Scope,
 }
 
 /// `POST /api/notify/user/{id}` body: the notification's fields.
@@ -67,7 +90,10 @@ pub(crate) struct BroadcastBody {
 /// How many connections a notify or broadcast reached.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Delivered {
+    /// Connections on this node it was queued for.
     delivered: usize,
+    /// Always `node`: other nodes deliver to theirs.
+    scope: Scope,
 }
 
 /// `GET /api/users/{id}/status` answer.
@@ -76,6 +102,8 @@ pub(crate) struct UserStatus {
     user_id: String,
     connected: bool,
     connections: usize,
+    /// `cluster` with a broker (every node's connections), else `node`.
+    scope: Scope,
 }
 
 /// `GET /api/channels/{name}/members` answer.
@@ -84,12 +112,17 @@ pub(crate) struct Members {
     channel: String,
     #[schema(value_type = Vec<Object>)]
     members: Vec<tidings_protocol::messages::Member>,
+    /// `cluster` with a broker (members on every node), else `node`.
+    scope: Scope,
 }
 
 /// `POST /api/users/{id}/disconnect` answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Disconnected {
+    /// Connections closed on this node.
     disconnected: usize,
+    /// Always `node`: other nodes close theirs.
+    scope: Scope,
 }
 
 /// Every API error: `{"error": {"code": "...", "message": "..."}}`; `code` is the
@@ -170,7 +203,7 @@ impl IntoResponse for ChannelError {
 #[openapi(
     info(title = "Tidings HTTP API", description = "Publish, notify and inspect a Tidings node. Every /api route except this document needs `Authorization: Bearer <TIDINGS_API_KEY>`."),
     paths(publish, notify_user, broadcast, stats, user_status, channel_members, history, disconnect_user),
-    components(schemas(PublishBody, PublishAnswer, NotifyBody, BroadcastBody, Delivered, UserStatus, Members, Disconnected, ApiError, ApiErrorBody, Stats)),
+    components(schemas(Scope, PublishBody, PublishAnswer, NotifyBody, BroadcastBody, Delivered, UserStatus, Members, Disconnected, ApiError, ApiErrorBody, Stats)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -270,6 +303,7 @@ async fn publish(
         offset: published.offset,
         epoch: published.epoch,
         delivered: published.delivered,
+        scope: Scope::Node,
     }))
 }
 
@@ -290,7 +324,10 @@ async fn notify_user(
         data: body.data,
     };
     let delivered = tidings.notify_user(&id, &notification).await?;
-    Ok(Json(Delivered { delivered }))
+    Ok(Json(Delivered {
+        delivered,
+        scope: Scope::Node,
+    }))
 }
 
 /// Send an event to every connection.
@@ -302,10 +339,14 @@ async fn broadcast(
     ApiJson(body): ApiJson<BroadcastBody>,
 ) -> Result<Json<Delivered>, PublishError> {
     let delivered = tidings.broadcast_raw(body.event)?;
-    Ok(Json(Delivered { delivered }))
+    Ok(Json(Delivered {
+        delivered,
+        scope: Scope::Node,
+    }))
 }
 
-/// Counts of connections, users, channels and deliveries on this node.
+/// Counts of connections, users, channels and deliveries on this node, and with a broker
+/// the cluster's (`cluster`).
 #[utoipa::path(get, path = "/api/stats", responses((status = 200, body = Stats), (status = 401, body = ApiError)),
     security(("api_key" = [])))]
 async fn stats(State(tidings): State<Tidings>) -> Json<Stats> {
@@ -322,6 +363,7 @@ async fn user_status(State(tidings): State<Tidings>, Path(id): Path<String>) -> 
         user_id: id,
         connected: connections > 0,
         connections,
+        scope: Scope::of_presence(&tidings),
     })
 }
 
@@ -337,6 +379,7 @@ async fn channel_members(
     Ok(Json(Members {
         channel: name,
         members,
+        scope: Scope::of_presence(&tidings),
     }))
 }
 
@@ -397,5 +440,6 @@ async fn disconnect_user(
 ) -> Json<Disconnected> {
     Json(Disconnected {
         disconnected: tidings.disconnect_user(&id),
+        scope: Scope::Node,
     })
 }

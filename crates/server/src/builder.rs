@@ -160,6 +160,7 @@ impl TidingsBuilder {
             webhooks,
             self.config.presence_events_max_members,
             self.config.recovery_limit,
+            self.config.presence_ttl,
         ));
         let tidings = Tidings {
             shared: Arc::new(Shared {
@@ -206,6 +207,7 @@ const BROKER_INBOX: usize = 4096;
 fn start_broker(runtime: &tokio::runtime::Handle, broker: Arc<dyn Broker>, hub: &Arc<Hub>) {
     let (inbox, received) = tokio::sync::mpsc::channel(BROKER_INBOX);
     runtime.spawn(crate::hub::run_inbox(Arc::downgrade(hub), received));
+    runtime.spawn(crate::hub::run_presence(Arc::downgrade(hub)));
     runtime.spawn(async move {
         if let Err(e) = broker.start(inbox).await {
             tracing::error!(error = %e, "the broker did not start: this node serves its own clients only");

@@ -94,5 +94,5 @@ pub use errors::{ChannelError, PublishError};
 pub use handshake::{Accept, ConnectRequest, DEFAULT_DEVICE};
 pub use hub::Published;
 pub use serve::{Serve, listen, serve, shutdown_signal};
-pub use server::{Stats, Tidings};
+pub use server::{ClusterStats, NodeStats, Stats, Tidings};
 pub use tidings_protocol as protocol;

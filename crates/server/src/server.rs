@@ -10,7 +10,7 @@ use serde::Serialize;
 use tidings_protocol::messages::{HistoryPage, Member};
 use tidings_protocol::{Code, Delivery, Event, Notification, RawEvent, ServerFrame, ServerMessage};
 
-use crate::broker::ClusterMessage;
+use crate::broker::{ClusterMessage, NodeLoad};
 use crate::builder::TidingsBuilder;
 use crate::config::Config;
 use crate::errors::{ChannelError, PublishError};
@@ -56,6 +56,45 @@ pub struct Stats {
     /// The most bytes any open connection ever had queued (bounded by
     /// `limits.outbound_queue_bytes`).
     pub peak_queue_bytes: usize,
+    /// With a broker: the whole cluster. The fields above are this node's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStats>,
+}
+
+/// The cluster as one node sees it.
+///
+/// `connections` and `users` are cluster-wide, from the nodes' presence reports (at most
+/// about 50 ms behind). `publications` and `deliveries` are an estimate: the other nodes'
+/// counters as of their last heartbeat (every third of `presence_ttl`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct ClusterStats {
+    /// This node's name.
+    pub node: String,
+    /// Nodes heard from within `presence_ttl`, this one included.
+    pub nodes: usize,
+    /// Open connections on every node.
+    pub connections: usize,
+    /// Distinct users connected to any node.
+    pub users: usize,
+    /// Publications since start, summed over the nodes (an estimate).
+    pub publications: u64,
+    /// Deliveries since start, summed over the nodes (an estimate).
+    pub deliveries: u64,
+    /// Each other node's counters as of its last heartbeat.
+    pub others: Vec<NodeStats>,
+}
+
+/// Another node's counters.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// The node's name.
+    pub node: String,
+    /// Milliseconds since it was last heard from.
+    pub heard_ms_ago: u64,
+    /// Its counters at its last heartbeat (none yet: not reported).
+    pub load: Option<NodeLoad>,
 }
 
 impl Tidings {
@@ -197,22 +236,23 @@ impl Tidings {
         self.shared.hub.broker().map(|broker| broker.is_connected())
     }
 
-    /// Whether the user has a connection on this node.
+    /// Whether the user has a connection (on any node, with a broker: as of the nodes'
+    /// last presence reports, about 50 ms behind).
     pub fn is_user_connected(&self, user_id: &str) -> bool {
         self.shared.hub.user_connections(user_id) > 0
     }
 
-    /// How many connections the user has on this node.
+    /// How many connections the user has (on every node, with a broker).
     pub fn user_connections(&self, user_id: &str) -> usize {
         self.shared.hub.user_connections(user_id)
     }
 
-    /// Users connected to this node.
+    /// Users connected (to any node, with a broker).
     pub fn connected_users(&self) -> Vec<String> {
         self.shared.hub.connected_users()
     }
 
-    /// Members of a channel, one entry per user.
+    /// Members of a channel, one entry per user (on every node, with a broker).
     pub async fn channel_members(&self, channel: &str) -> Result<Vec<Member>, ChannelError> {
         self.shared.presence(Caller::Backend, channel).await
     }
@@ -236,7 +276,31 @@ impl Tidings {
         let (connections, users, channels) = hub.sizes();
         let counted = hub.counters.snapshot();
         let (queued_frames, queued_bytes, peak_queue_bytes) = hub.queues();
+        let cluster = hub
+            .cluster_sizes()
+            .map(|(all_connections, all_users, others)| {
+                let load = others.iter().filter_map(|node| node.load);
+                ClusterStats {
+                    node: hub.node_name().unwrap_or_default().to_owned(),
+                    nodes: others.len() + 1,
+                    connections: all_connections,
+                    users: all_users,
+                    publications: load
+                        .clone()
+                        .fold(counted.publications, |sum, l| sum + l.publications),
+                    deliveries: load.fold(counted.deliveries, |sum, l| sum + l.deliveries),
+                    others: others
+                        .into_iter()
+                        .map(|node| NodeStats {
+                            node: node.node,
+                            heard_ms_ago: u64::try_from(node.age.as_millis()).unwrap_or(u64::MAX),
+                            load: node.load,
+                        })
+                        .collect(),
+                }
+            });
         Stats {
+            cluster,
             queued_frames,
             queued_bytes,
             peak_queue_bytes,

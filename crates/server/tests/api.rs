@@ -73,7 +73,7 @@ async fn notify_user_reaches_every_tab_and_counts_them() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
-        json!({"delivered": 2})
+        json!({"delivered": 2, "scope": "node"})
     );
     let got = tab1.recv().await;
     assert_eq!(as_json(&got)["data"]["event"]["data"]["level"], "warning");
@@ -123,7 +123,7 @@ async fn http_publish_broadcast_status_members_and_disconnect() {
     .await;
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
-        json!({"delivered": 2})
+        json!({"delivered": 2, "scope": "node"})
     );
     for client in [&mut a, &mut b] {
         let got = client.recv().await;
@@ -143,7 +143,7 @@ async fn http_publish_broadcast_status_members_and_disconnect() {
     .await;
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
-        json!({"user_id": "a", "connected": true, "connections": 1})
+        json!({"user_id": "a", "connected": true, "connections": 1, "scope": "node"})
     );
     let (_, body) = http(
         "GET",
@@ -165,7 +165,7 @@ async fn http_publish_broadcast_status_members_and_disconnect() {
     .await;
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
-        json!({"channel": "ticket:1", "members": [{"user_id": "a", "connections": 1}]})
+        json!({"channel": "ticket:1", "members": [{"user_id": "a", "connections": 1}], "scope": "node"})
     );
     let (_, body) = http("GET", &server.http("/api/stats"), Some(API_KEY), None).await;
     let stats: Value = serde_json::from_str(&body).unwrap();
@@ -183,7 +183,7 @@ async fn http_publish_broadcast_status_members_and_disconnect() {
     .await;
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
-        json!({"disconnected": 1})
+        json!({"disconnected": 1, "scope": "node"})
     );
     assert_eq!(b.expect_close().await.code, 4006);
     assert!(server.tidings.is_user_connected("a"));

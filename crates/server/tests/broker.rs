@@ -73,6 +73,23 @@ async fn node(db: &TestDb, engine: Engine, url: &str, prefix: &str) -> TestServe
     .await
 }
 
+/// [`node`] with `config` instead of the tests' defaults.
+async fn node_with(
+    db: &TestDb,
+    engine: Engine,
+    url: &str,
+    prefix: &str,
+    config: tidings_server::Config,
+) -> TestServer {
+    start_with(
+        Tidings::builder()
+            .config(config)
+            .store(Arc::new(db.open().await))
+            .broker(engine.broker(url, prefix)),
+    )
+    .await
+}
+
 /// Reads `count` messages of `channel` and returns their offsets (other frames skipped).
 async fn offsets(client: &mut Client, count: usize) -> Vec<u64> {
     let mut got = Vec::new();
@@ -215,6 +232,110 @@ async fn broadcast_and_disconnect_through_one_node_reach_every_node(engine: Engi
         json!({"channel": "room", "user_id": "erin"})
     );
     frank_on_b.expect_silence(300).await;
+}
+
+/// `GET path` on `node`'s HTTP API, as JSON.
+async fn api_get(node: &TestServer, path: &str) -> serde_json::Value {
+    let (status, body) = http("GET", &node.http(path), Some(API_KEY), None).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Waits (up to 10 s) until every node answers `path` with `expected` at `pointer`.
+async fn agree(nodes: &[&TestServer], path: &str, pointer: &str, expected: serde_json::Value) {
+    for node in nodes {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = api_get(node, path).await;
+            if answer.pointer(pointer) == Some(&expected) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} on {}: {answer} (expected {pointer} = {expected})",
+                node.addr
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The next `user_joined` / `user_left` a client gets, as "joined ann".
+async fn presence_event(client: &mut Client) -> String {
+    let frame = client
+        .recv_until(|f| matches!(f.kind(), "user_joined" | "user_left"))
+        .await;
+    let json = as_json(&frame);
+    let verb = if frame.kind() == "user_joined" {
+        "joined"
+    } else {
+        "left"
+    };
+    format!("{verb} {}", json["data"]["user_id"].as_str().unwrap())
+}
+
+async fn presence_and_status_agree_on_every_node(engine: Engine) {
+    let Some(db) = TestDb::postgres() else { return };
+    let (url, prefix) = (engine.shared_url(), engine.prefix());
+    let mut config = config();
+    config.limits.max_connections_per_user = 3;
+    let nodes = [
+        node_with(&db, engine, &url, &prefix, config.clone()).await,
+        node_with(&db, engine, &url, &prefix, config.clone()).await,
+        node_with(&db, engine, &url, &prefix, config).await,
+    ];
+    let [a, b, c] = &nodes;
+    let all = [a, b, c];
+    let mut ann_on_a = a.connect("ann").await;
+    ann_on_a.subscribe("room").await;
+    let ann = json!([{"user_id": "ann", "connections": 1}]);
+    agree(&all, "/api/channels/room/members", "/members", ann).await;
+    agree(&all, "/api/users/ann/status", "/connections", json!(1)).await;
+
+    // Bob's first join, on B, reaches Ann on A.
+    let mut bob_on_b = b.connect("bob").await;
+    bob_on_b.subscribe("room").await;
+    assert_eq!(presence_event(&mut ann_on_a).await, "joined bob");
+    let both = json!([
+        {"user_id": "ann", "connections": 1},
+        {"user_id": "bob", "connections": 1},
+    ]);
+    agree(&all, "/api/channels/room/members", "/members", both).await;
+    agree(
+        &all,
+        "/api/channels/room/members",
+        "/scope",
+        json!("cluster"),
+    )
+    .await;
+
+    // Ann again, on C: not a first join anywhere, so Bob hears nothing.
+    let mut ann_on_c = c.connect("ann").await;
+    ann_on_c.subscribe("room").await;
+    agree(&all, "/api/users/ann/status", "/connections", json!(2)).await;
+    let members = json!([
+        {"user_id": "ann", "connections": 2},
+        {"user_id": "bob", "connections": 1},
+    ]);
+    agree(&all, "/api/channels/room/members", "/members", members).await;
+    // The per-user limit (3) counts every node: a third connection is fine, a fourth is not.
+    let _ann_on_b = b.connect("ann").await;
+    agree(&all, "/api/users/ann/status", "/connections", json!(3)).await;
+    let mut fourth = Client::open(&a.url("ann")).await;
+    assert_eq!(fourth.expect_close().await.code, 4010);
+    agree(&all, "/api/stats", "/cluster/connections", json!(4)).await;
+    agree(&all, "/api/stats", "/cluster/nodes", json!(3)).await;
+
+    // Ann leaves A: she is still in the room on C. Then she leaves C: Bob hears it.
+    ann_on_a.close().await;
+    agree(&all, "/api/users/ann/status", "/connections", json!(2)).await;
+    ann_on_c.close().await;
+    assert_eq!(presence_event(&mut bob_on_b).await, "left ann");
+    let only_bob = json!([{"user_id": "bob", "connections": 1}]);
+    agree(&all, "/api/channels/room/members", "/members", only_bob).await;
+    // The Rust API sees the cluster too.
+    assert_eq!(a.tidings.user_connections("bob"), 1);
+    assert!(c.tidings.connected_users().contains(&"bob".to_owned()));
 }
 
 /// A `redis-server` or `nats-server` of this test's own, on a free port, that it can stop
@@ -379,6 +500,7 @@ on_both_brokers!(
     a_node_fills_from_the_store_what_the_broker_never_brought,
     broadcast_and_disconnect_through_one_node_reach_every_node,
     a_broker_restart_mid_stream_loses_nothing_and_nobody_reconnects,
+    presence_and_status_agree_on_every_node,
 );
 
 /// Without any broker: a message naming an offset the store has not reached (a stray or

@@ -92,6 +92,74 @@ pub enum ClusterMessage {
         /// Who is typing.
         user_id: String,
     },
+    /// A node's connected users and channel members: what changed, or all of it.
+    Presence(PresenceReport),
+    /// A node asks every other one for its whole presence (it started, or lost messages).
+    PresenceWanted {
+        /// The asking node.
+        node: String,
+        /// The node whose presence is wanted; `None`: every node's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        of: Option<String>,
+    },
+}
+
+/// One node's presence as it travels: connection counts per user and per channel member.
+///
+/// Counts are absolute (how many connections the user has on `node`; 0 = none), so a
+/// report can be applied twice. Each report carries the next `seq` of its node: a receiver
+/// that sees a gap asks for the whole presence again ([`ClusterMessage::PresenceWanted`]).
+/// A whole presence (`full`) may span several reports with consecutive `seq`, from
+/// `part` 0 to the one marked `done`; the receiver swaps it in at once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PresenceReport {
+    /// The reporting node.
+    pub node: String,
+    /// Its report number, one more than the last.
+    pub seq: u64,
+    /// Everything the node has (replacing what was known of it), not only changes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full: bool,
+    /// The part of a whole presence, from 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub part: u32,
+    /// The last part of a whole presence (always true for changes).
+    #[serde(default = "yes")]
+    pub done: bool,
+    /// `[user, connections]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<(String, u32)>,
+    /// `[channel, user, connections]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<(String, String, u32)>,
+    /// The node's counters, in its periodic reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<NodeLoad>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A node's counters as its last periodic report gave them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct NodeLoad {
+    /// Open WebSocket connections.
+    pub connections: u64,
+    /// Distinct connected users.
+    pub users: u64,
+    /// Channels with at least one subscriber.
+    pub channels: u64,
+    /// Publications since the node started.
+    pub publications: u64,
+    /// Frames queued for subscribers since the node started.
+    pub deliveries: u64,
 }
 
 /// A [`ClusterMessage`] as it travels, with its sender.
@@ -121,6 +189,9 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker is connected now (for `/healthz`).
     fn is_connected(&self) -> bool;
+
+    /// This node's name in its messages (unique in the cluster).
+    fn node(&self) -> &str;
 }
 
 /// A publication as it travels between nodes (JSON).

@@ -148,6 +148,10 @@ impl Broker for NatsBroker {
             client.connection_state() == async_nats::connection::State::Connected
         })
     }
+
+    fn node(&self) -> &str {
+        &self.outgoing.node
+    }
 }
 
 /// The sending task: publishes in order, and keeps one receiving task per subscribed channel.

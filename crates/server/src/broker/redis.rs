@@ -137,6 +137,10 @@ impl Broker for RedisBroker {
     fn is_connected(&self) -> bool {
         self.publisher.is_connected() && self.subscriber.is_connected()
     }
+
+    fn node(&self) -> &str {
+        &self.outgoing.node
+    }
 }
 
 /// Sends queued orders in order: runs of publications as one pipeline, subscription changes

@@ -117,6 +117,10 @@ pub struct Config {
     /// `tidings.` on NATS, where it must end with a dot and hold only letters, digits, `-`,
     /// `_` and dots). Clusters that share one Redis or NATS need one each.
     pub broker_prefix: Option<String>,
+    /// With a broker: how long a node may go unheard before the others forget its users
+    /// (they get `user_left`). Nodes report every third of it. Default 30 s.
+    #[serde(deserialize_with = "duration::secs")]
+    pub presence_ttl: Duration,
 }
 
 impl Default for Config {
@@ -143,6 +147,7 @@ impl Default for Config {
             policy: Policy::default(),
             broker: None,
             broker_prefix: None,
+            presence_ttl: Duration::from_secs(30),
         }
     }
 }

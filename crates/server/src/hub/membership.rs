@@ -114,7 +114,9 @@ impl Hub {
         if state.subscribers.insert(conn.id, subscriber).is_none() {
             let count = state.members.entry(conn.user_id.clone()).or_insert(0);
             *count += 1;
-            if *count == 1 {
+            let count = *count;
+            let elsewhere = self.count_member(channel, &conn.user_id, count);
+            if count == 1 && !elsewhere {
                 if state.members.len() <= self.presence_events_max_members {
                     state.tell_others(&conn.user_id, &presence_frame(true, channel, &conn.user_id));
                 }
@@ -245,15 +247,18 @@ impl Hub {
         if state.subscribers.remove(&conn.id).is_none() {
             return false;
         }
-        let last = match state.members.get_mut(&conn.user_id) {
+        let left = match state.members.get_mut(&conn.user_id) {
             Some(count) if *count > 1 => {
                 *count -= 1;
-                false
+                *count
             }
-            _ => true,
+            _ => 0,
         };
-        if last {
+        let elsewhere = self.count_member(channel, &conn.user_id, left);
+        if left == 0 {
             state.members.remove(&conn.user_id);
+        }
+        if left == 0 && !elsewhere {
             // Counted as on join: the leaver is no longer among the members, so compare
             // with the size the channel had while it was (members + 1).
             if state.members.len() < self.presence_events_max_members {
@@ -267,7 +272,37 @@ impl Hub {
         true
     }
 
-    /// Tells webhooks about a first join or last leave on this node.
+    /// Records the user's connections in `channel` on this node for the other nodes;
+    /// returns whether they have the user in the channel too.
+    fn count_member(&self, channel: &str, user: &Arc<str>, connections: u32) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.set_own_member(channel, user, connections))
+    }
+
+    /// Tells this node's members of a channel that a user joined it first or left it last
+    /// on another node (or with a node gone silent); `announce` also tells webhooks.
+    pub(crate) async fn tell_presence(
+        &self,
+        channel: &str,
+        user: &str,
+        joined: bool,
+        announce: bool,
+    ) {
+        if self.channels.contains_key(channel) {
+            let state = self.lock(channel).await;
+            if !state.subscribers.is_empty()
+                && state.members.len() < self.presence_events_max_members
+            {
+                state.tell_others(user, &presence_frame(joined, channel, user));
+            }
+        }
+        if announce {
+            self.announce(channel, user, joined).await;
+        }
+    }
+
+    /// Tells webhooks about a first join or last leave.
     async fn announce(&self, channel: &str, user_id: &str, joined: bool) {
         let kind = if joined {
             "channel.joined"
@@ -303,18 +338,27 @@ impl Hub {
         }
     }
 
-    /// The channel's members (users with at least one connection in it on this node).
+    /// The channel's members (users with at least one connection in it, on any node with
+    /// a broker).
     pub(crate) async fn members(&self, channel: &str) -> Vec<Member> {
+        let mut counts = self
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.members_elsewhere(channel))
+            .unwrap_or_default();
         let state = self.lock(channel).await;
-        let mut members: Vec<Member> = state
-            .members
-            .iter()
-            .map(|(user, connections)| Member {
-                user_id: user.to_string(),
-                connections: *connections,
+        for (user, connections) in &state.members {
+            let count = counts.entry(user.to_string()).or_default();
+            *count = count.saturating_add(*connections);
+        }
+        drop(state);
+        let mut members: Vec<Member> = counts
+            .into_iter()
+            .map(|(user_id, connections)| Member {
+                user_id,
+                connections,
             })
             .collect();
-        drop(state);
         members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
         members
     }

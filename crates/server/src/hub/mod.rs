@@ -6,12 +6,14 @@
 //! and no duplicate. Fan-out only pushes shared, pre-encoded frames into connection
 //! outboxes; no lock is ever held while writing to a socket.
 //!
-//! Nothing here assumes one process holds every connection of a user: counts returned are
-//! "connections reached on this node", and presence is per node until a cross-node broker
-//! carries it.
+//! Nothing here assumes one process holds every connection of a user: delivery counts are
+//! "connections reached on this node"; with a broker, presence (members, users, their
+//! connection counts) is cluster-wide through `cluster`.
 //!
 //! - `channel`: a channel's state under its lock, and [`Conn`].
 //! - `membership`: subscribe (with recovery), unsubscribe, presence and typing.
+//! - `remote`: what other nodes publish, in offset order.
+//! - `cluster`: presence across nodes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use crate::time::now_ms;
 use crate::webhooks::Webhooks;
 
 mod channel;
+mod cluster;
 mod membership;
 mod remote;
 #[cfg(test)]
@@ -36,8 +39,10 @@ mod tests;
 
 pub(crate) use channel::Conn;
 use channel::{Channel, ChannelState, Locked, Pending};
+use cluster::ClusterView;
+pub(crate) use cluster::NodeReport;
 pub(crate) use membership::Asked;
-pub(crate) use remote::run_inbox;
+pub(crate) use remote::{run_inbox, run_presence};
 
 /// What a publish did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +83,8 @@ pub(crate) struct Hub {
     stores: Stores,
     /// Other nodes, if any.
     broker: Option<Arc<dyn Broker>>,
+    /// Their presence, with a broker.
+    cluster: Option<ClusterView>,
     /// Webhook endpoints, if any (then `stores.outbox` is set: the builder checks).
     webhooks: Option<Arc<Webhooks>>,
     /// Channels with more members than this get no `user_joined`/`user_left` frames: each
@@ -99,8 +106,12 @@ impl Hub {
         webhooks: Option<Arc<Webhooks>>,
         presence_events_max_members: usize,
         recovery_limit: u64,
+        presence_ttl: std::time::Duration,
     ) -> Hub {
         Hub {
+            cluster: broker
+                .as_ref()
+                .map(|broker| ClusterView::new(broker.node(), presence_ttl)),
             presence_events_max_members,
             recovery_limit: if recovery_limit == 0 {
                 u64::MAX
@@ -146,11 +157,18 @@ impl Hub {
             user_id: user_id.clone(),
             outbox,
         });
-        let mut conns = self.users.entry(user_id).or_default();
-        if limit > 0 && conns.len() >= limit {
+        let elsewhere = self
+            .cluster
+            .as_ref()
+            .map_or(0, |cluster| cluster.user_elsewhere(&user_id));
+        let mut conns = self.users.entry(user_id.clone()).or_default();
+        if limit > 0 && conns.len() + elsewhere >= limit {
             return None;
         }
         conns.insert(conn.id, conn.clone());
+        if let Some(cluster) = &self.cluster {
+            cluster.set_own_user(&user_id, conns.len());
+        }
         Some(conn)
     }
 
@@ -163,8 +181,11 @@ impl Hub {
         for channel in channels {
             self.unsubscribe(conn, &channel).await;
         }
-        self.users.remove_if_mut(&conn.user_id, |_, conns| {
+        self.users.remove_if_mut(&conn.user_id, |user, conns| {
             conns.remove(&conn.id);
+            if let Some(cluster) = &self.cluster {
+                cluster.set_own_user(user, conns.len());
+            }
             conns.is_empty()
         });
     }
@@ -415,16 +436,41 @@ impl Hub {
         delivered
     }
 
-    /// How many connections the user has on this node.
+    /// How many connections the user has (on every node, with a broker).
     pub(crate) fn user_connections(&self, user_id: &str) -> usize {
-        self.users.get(user_id).map_or(0, |conns| conns.len())
+        let here = self.users.get(user_id).map_or(0, |conns| conns.len());
+        here + self
+            .cluster
+            .as_ref()
+            .map_or(0, |cluster| cluster.user_elsewhere(user_id))
     }
 
-    /// Users with at least one connection on this node, sorted.
+    /// Users with at least one connection (on any node, with a broker), sorted.
     pub(crate) fn connected_users(&self) -> Vec<String> {
-        let mut users: Vec<String> = self.users.iter().map(|e| e.key().to_string()).collect();
+        let mut users: std::collections::HashSet<String> = self
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.users_elsewhere())
+            .unwrap_or_default();
+        users.extend(self.users.iter().map(|e| e.key().to_string()));
+        let mut users: Vec<String> = users.into_iter().collect();
         users.sort();
         users
+    }
+
+    /// Connections and distinct users on every node, and the other nodes' last reports;
+    /// `None` without a broker.
+    pub(crate) fn cluster_sizes(&self) -> Option<(usize, usize, Vec<NodeReport>)> {
+        let cluster = self.cluster.as_ref()?;
+        let (here, _, _) = self.sizes();
+        let connections = here + cluster.connections_elsewhere();
+        let users = self.connected_users().len();
+        Some((connections, users, cluster.nodes(std::time::Instant::now())))
+    }
+
+    /// This node's name in the cluster, with a broker.
+    pub(crate) fn node_name(&self) -> Option<&str> {
+        self.cluster.as_ref().map(ClusterView::node)
     }
 
     /// Every connection on this node.

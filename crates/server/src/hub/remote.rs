@@ -2,13 +2,14 @@
 //! filled from the shared store (see [`crate::broker`]).
 
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use tidings_protocol::{Code, Delivery};
 use tokio::sync::mpsc;
 
 use super::Hub;
 use super::channel::ChannelState;
-use crate::broker::{ClusterMessage, Incoming};
+use crate::broker::{ClusterMessage, Incoming, NodeLoad, PresenceReport};
 use crate::store::{Position, Publication};
 
 /// Publications read per page when filling a gap.
@@ -160,6 +161,95 @@ impl Hub {
     }
 }
 
+/// How often a node sends what changed in its presence.
+const PRESENCE_EVERY: Duration = Duration::from_millis(50);
+
+impl Hub {
+    /// Applies another node's presence report and tells this node's subscribers.
+    async fn presence_report(&self, report: PresenceReport) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let from = report.node.clone();
+        let applied = cluster.apply(report, Instant::now());
+        if applied.ask_whole {
+            self.ask_presence(Some(from));
+        }
+        for change in applied.changes {
+            self.tell_presence(&change.channel, &change.user, change.joined, false)
+                .await;
+        }
+    }
+
+    /// Asks `of` (or every node) for its whole presence.
+    fn ask_presence(&self, of: Option<String>) {
+        if let (Some(broker), Some(cluster)) = (&self.broker, &self.cluster) {
+            broker.tell_all(ClusterMessage::PresenceWanted {
+                node: cluster.node().to_owned(),
+                of,
+            });
+        }
+    }
+
+    /// This node's counters for its heartbeat.
+    fn load(&self) -> NodeLoad {
+        let (connections, users, channels) = self.sizes();
+        let counted = self.counters.snapshot();
+        NodeLoad {
+            connections: connections as u64,
+            users: users as u64,
+            channels: channels as u64,
+            publications: counted.publications,
+            deliveries: counted.deliveries,
+        }
+    }
+}
+
+/// Sends this node's presence to the others (what changed, and everything with its
+/// counters every third of the TTL) and forgets nodes gone silent, until the hub is gone.
+pub(crate) async fn run_presence(hub: Weak<Hub>) {
+    let heartbeat = match hub.upgrade() {
+        Some(hub) => {
+            hub.ask_presence(None);
+            hub.cluster.as_ref().map(|cluster| cluster.heartbeat())
+        }
+        None => None,
+    };
+    let Some(heartbeat) = heartbeat else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(PRESENCE_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beaten = Instant::now();
+    loop {
+        ticker.tick().await;
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        let (Some(broker), Some(cluster)) = (&hub.broker, &hub.cluster) else {
+            return;
+        };
+        let now = Instant::now();
+        let load = if now.saturating_duration_since(beaten) >= heartbeat {
+            beaten = now;
+            Some(hub.load())
+        } else {
+            None
+        };
+        for report in cluster.reports(load) {
+            broker.tell_all(ClusterMessage::Presence(report));
+        }
+        let gone = cluster.expire(now);
+        if !gone.is_empty() {
+            let announce = cluster.speaks_for_cluster();
+            for change in gone {
+                hub.tell_presence(&change.channel, &change.user, change.joined, announce)
+                    .await;
+            }
+        }
+    }
+}
+
 /// Carries what the broker receives into the hub until either is gone.
 pub(crate) async fn run_inbox(hub: Weak<Hub>, mut inbox: mpsc::Receiver<Incoming>) {
     while let Some(incoming) = inbox.recv().await {
@@ -171,7 +261,14 @@ pub(crate) async fn run_inbox(hub: Weak<Hub>, mut inbox: mpsc::Receiver<Incoming
                 hub.deliver_remote(&publication).await;
             }
             Incoming::Subscribed(channel) => hub.catch_up(&channel).await,
-            Incoming::Resynced => hub.catch_up_all().await,
+            Incoming::Resynced => {
+                // Presence reports may have been lost both ways.
+                hub.ask_presence(None);
+                if let Some(cluster) = &hub.cluster {
+                    cluster.want_whole();
+                }
+                hub.catch_up_all().await;
+            }
             Incoming::Cluster(ClusterMessage::Broadcast { event }) => {
                 hub.broadcast(event);
             }
@@ -180,6 +277,16 @@ pub(crate) async fn run_inbox(hub: Weak<Hub>, mut inbox: mpsc::Receiver<Incoming
             }
             Incoming::Cluster(ClusterMessage::Disconnect { user_id }) => {
                 hub.disconnect_user(&user_id, Code::Disconnected, "disconnected by the server");
+            }
+            Incoming::Cluster(ClusterMessage::Presence(report)) => {
+                hub.presence_report(report).await;
+            }
+            Incoming::Cluster(ClusterMessage::PresenceWanted { of, .. }) => {
+                if let Some(cluster) = &hub.cluster
+                    && of.as_deref().is_none_or(|of| of == cluster.node())
+                {
+                    cluster.want_whole();
+                }
             }
         }
     }

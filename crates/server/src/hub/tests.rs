@@ -14,7 +14,14 @@ use crate::store::{MemoryStore, Stores};
 
 fn hub(presence_events_max_members: usize) -> Arc<Hub> {
     let stores = Stores::complete(Arc::new(MemoryStore::new(100)));
-    Arc::new(Hub::new(stores, None, None, presence_events_max_members, 0))
+    Arc::new(Hub::new(
+        stores,
+        None,
+        None,
+        presence_events_max_members,
+        0,
+        std::time::Duration::from_secs(30),
+    ))
 }
 
 fn conn(hub: &Hub, user: &str, queue_bytes: usize) -> Arc<Conn> {
