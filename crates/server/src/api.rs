@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use tidings_protocol::{Code, Delivery, Level, Notification, RawEvent};
+use tidings_protocol::{Code, Delivery, Event, Level, Notification, RawEvent};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::auth::{bearer_token, is_api_key};
@@ -30,6 +30,10 @@ pub(crate) struct PublishBody {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     delivery: Option<Delivery>,
+    /// The user the back end publishes for (a chat message it checked): subscribers see
+    /// it as the message's `sender`. Absent: a back-end publication without a sender.
+    #[serde(default)]
+    sender: Option<String>,
 }
 
 /// What a count in an answer covers.
@@ -77,6 +81,9 @@ pub(crate) struct NotifyBody {
     level: Level,
     #[schema(value_type = Option<Object>)]
     data: Option<serde_json::Value>,
+    /// The user it comes from, shown to the recipient as the message's `sender`.
+    #[serde(default)]
+    sender: Option<String>,
 }
 
 /// `POST /api/broadcast` body.
@@ -85,6 +92,39 @@ pub(crate) struct BroadcastBody {
     /// `{"type": "...", "data": {...}}`.
     #[schema(value_type = Object)]
     event: RawEvent,
+    /// The user it comes from, shown as the message's `sender`.
+    #[serde(default)]
+    sender: Option<String>,
+}
+
+/// `GET /api/users` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct UsersQuery {
+    /// Only user ids after this one (the previous page's `next`).
+    after: Option<String>,
+    /// Page size, default 100, at most 1000.
+    limit: Option<u32>,
+}
+
+/// `GET /api/users` answer: a page of connected users, sorted by id.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Users {
+    users: Vec<String>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    next: Option<String>,
+    /// `cluster` with a broker (users on every node), else `node`.
+    scope: Scope,
+}
+
+/// `GET /api/status` answer (served only with `status_route = true`).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Status {
+    /// `ok`, or `degraded` while the broker is disconnected.
+    status: &'static str,
+    /// Open connections (the cluster's, with a broker).
+    connections: usize,
+    /// Connected users (the cluster's, with a broker).
+    users: usize,
 }
 
 /// How many connections a notify or broadcast reached.
@@ -202,8 +242,8 @@ impl IntoResponse for ChannelError {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tidings HTTP API", description = "Publish, notify and inspect a Tidings node. Every /api route except this document needs `Authorization: Bearer <TIDINGS_API_KEY>`."),
-    paths(publish, notify_user, broadcast, stats, user_status, channel_members, history, disconnect_user),
-    components(schemas(Scope, PublishBody, PublishAnswer, NotifyBody, BroadcastBody, Delivered, UserStatus, Members, Disconnected, ApiError, ApiErrorBody, Stats)),
+    paths(publish, notify_user, broadcast, stats, users, user_status, channel_members, history, disconnect_user, status),
+    components(schemas(Scope, PublishBody, PublishAnswer, NotifyBody, BroadcastBody, Delivered, Users, UserStatus, Members, Disconnected, Status, ApiError, ApiErrorBody, Stats)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -228,6 +268,7 @@ pub(crate) fn routes(tidings: Tidings) -> Router {
         .route("/api/notify/user/{id}", post(notify_user))
         .route("/api/broadcast", post(broadcast))
         .route("/api/stats", get(stats))
+        .route("/api/users", get(users))
         .route("/api/users/{id}/status", get(user_status))
         .route("/api/channels/{name}/members", get(channel_members))
         .route("/api/users/{id}/disconnect", post(disconnect_user))
@@ -235,8 +276,14 @@ pub(crate) fn routes(tidings: Tidings) -> Router {
             tidings.clone(),
             require_api_key,
         ));
+    let open = if tidings.config().status_route {
+        Router::new().route("/api/status", get(status))
+    } else {
+        Router::new()
+    };
     Router::new()
         .merge(guarded)
+        .merge(open)
         .route("/api/channels/{name}/history", get(history))
         .route(
             "/api/openapi.json",
@@ -295,9 +342,13 @@ async fn publish(
     State(tidings): State<Tidings>,
     ApiJson(body): ApiJson<PublishBody>,
 ) -> Result<Json<PublishAnswer>, PublishError> {
+    let caller = match &body.sender {
+        Some(sender) => Caller::BackendFor { sender },
+        None => Caller::Backend,
+    };
     let published = tidings
         .shared
-        .publish(Caller::Backend, &body.channel, body.event, body.delivery)
+        .publish(caller, &body.channel, body.event, body.delivery)
         .await?;
     Ok(Json(PublishAnswer {
         offset: published.offset,
@@ -323,7 +374,17 @@ async fn notify_user(
         level: body.level,
         data: body.data,
     };
-    let delivered = tidings.notify_user(&id, &notification).await?;
+    let delivered = match &body.sender {
+        Some(sender) => {
+            let channel = tidings_protocol::user_channel(&id);
+            let event = RawEvent::new(&notification)?;
+            tidings
+                .publish_raw_from(sender, &channel, event, Some(Notification::DELIVERY))
+                .await?
+                .delivered
+        }
+        None => tidings.notify_user(&id, &notification).await?,
+    };
     Ok(Json(Delivered {
         delivered,
         scope: Scope::Node,
@@ -338,7 +399,7 @@ async fn broadcast(
     State(tidings): State<Tidings>,
     ApiJson(body): ApiJson<BroadcastBody>,
 ) -> Result<Json<Delivered>, PublishError> {
-    let delivered = tidings.broadcast_raw(body.event)?;
+    let delivered = tidings.broadcast_raw_from(body.sender.as_deref(), body.event)?;
     Ok(Json(Delivered {
         delivered,
         scope: Scope::Node,
@@ -351,6 +412,54 @@ async fn broadcast(
     security(("api_key" = [])))]
 async fn stats(State(tidings): State<Tidings>) -> Json<Stats> {
     Json(tidings.stats())
+}
+
+/// A page of connected users, sorted by id (follow `next` for the rest).
+#[utoipa::path(get, path = "/api/users", params(UsersQuery),
+    responses((status = 200, body = Users), (status = 401, body = ApiError)),
+    security(("api_key" = [])))]
+async fn users(
+    State(tidings): State<Tidings>,
+    axum::extract::Query(query): axum::extract::Query<UsersQuery>,
+) -> Json<Users> {
+    let limit = query
+        .limit
+        .unwrap_or(crate::node::HISTORY_DEFAULT_LIMIT)
+        .clamp(1, crate::node::HISTORY_MAX_LIMIT) as usize;
+    let all = tidings.connected_users();
+    // Sorted: the page starts after `after`, wherever that id would be.
+    let start = match &query.after {
+        Some(after) => all.partition_point(|user| user <= after),
+        None => 0,
+    };
+    let users: Vec<String> = all.iter().skip(start).take(limit).cloned().collect();
+    let next = (start + users.len() < all.len())
+        .then(|| users.last().cloned())
+        .flatten();
+    Json(Users {
+        users,
+        next,
+        scope: Scope::of_presence(&tidings),
+    })
+}
+
+/// Connection and user counts and health, without the API key (only with
+/// `status_route = true`; 404 otherwise).
+#[utoipa::path(get, path = "/api/status", responses((status = 200, body = Status), (status = 404, description = "status_route is off")))]
+async fn status(State(tidings): State<Tidings>) -> Json<Status> {
+    let stats = tidings.stats();
+    let (connections, users) = match &stats.cluster {
+        Some(cluster) => (cluster.connections, cluster.users),
+        None => (stats.connections, stats.users),
+    };
+    Json(Status {
+        status: match tidings.broker_connected() {
+            Some(false) => "degraded",
+            _ => "ok",
+        },
+        connections,
+        users,
+    })
 }
 
 /// Whether a user is connected, and with how many connections.

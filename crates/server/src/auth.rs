@@ -87,6 +87,8 @@ pub enum KeyError {
 #[derive(Clone)]
 pub(crate) struct Authenticator {
     key: Option<(DecodingKey, Validation)>,
+    /// `jwt.user_id_claim`, when it is not `sub`.
+    user_id_claim: Option<String>,
 }
 
 impl Authenticator {
@@ -112,28 +114,67 @@ impl Authenticator {
                 )
             })
         };
-        Ok(Authenticator { key })
+        let user_id_claim = config.user_id_claim.clone().filter(|claim| claim != "sub");
+        Ok(Authenticator { key, user_id_claim })
     }
 
     pub(crate) fn verify(&self, token: Option<&str>) -> Result<Claims, AuthError> {
         let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
         let (key, validation) = self.key.as_ref().ok_or(AuthError::NotConfigured)?;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid(e.to_string()),
-            })?;
-        if data.claims.sub.is_empty() {
-            return Err(AuthError::Invalid("empty sub claim".to_owned()));
+        let refused = |e: jsonwebtoken::errors::Error| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+            _ => AuthError::Invalid(e.to_string()),
+        };
+        let claims = match &self.user_id_claim {
+            None => {
+                jsonwebtoken::decode::<Claims>(token, key, validation)
+                    .map_err(refused)?
+                    .claims
+            }
+            Some(claim) => {
+                let mut map = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+                    token, key, validation,
+                )
+                .map_err(refused)?
+                .claims;
+                let user_id = match map.remove(claim) {
+                    Some(serde_json::Value::String(id)) => id,
+                    Some(serde_json::Value::Number(id)) => id.to_string(),
+                    Some(_) => {
+                        return Err(AuthError::Invalid(format!(
+                            "the {claim} claim is neither a string nor a number"
+                        )));
+                    }
+                    None => return Err(AuthError::Invalid(format!("no {claim} claim"))),
+                };
+                if let Some(sub) = map.remove("sub") {
+                    map.insert("token_sub".to_owned(), sub);
+                }
+                map.insert("sub".to_owned(), serde_json::Value::String(user_id));
+                serde_json::from_value::<Claims>(serde_json::Value::Object(map))
+                    .map_err(|e| AuthError::Invalid(e.to_string()))?
+            }
+        };
+        if claims.sub.is_empty() {
+            return Err(AuthError::Invalid("empty user id".to_owned()));
         }
-        Ok(data.claims)
+        Ok(claims)
     }
 }
 
 fn validation(algorithm: Algorithm, config: &JwtConfig) -> Validation {
     let mut validation = Validation::new(algorithm);
     validation.leeway = 0;
-    validation.set_required_spec_claims(&["exp", "sub"]);
+    let user_id_elsewhere = config
+        .user_id_claim
+        .as_deref()
+        .is_some_and(|claim| claim != "sub");
+    // With `user_id_claim`, `verify` checks that claim itself.
+    if user_id_elsewhere {
+        validation.set_required_spec_claims(&["exp"]);
+    } else {
+        validation.set_required_spec_claims(&["exp", "sub"]);
+    }
     if let Some(aud) = &config.audience {
         validation.set_audience(&[aud]);
     } else {
@@ -316,6 +357,51 @@ mod tests {
             auth.verify(Some(&empty)),
             Err(AuthError::Invalid(_))
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn the_user_id_can_come_from_another_claim() -> Result<(), Box<dyn std::error::Error>> {
+        let config = JwtConfig {
+            secret: Some("s3cret".into()),
+            user_id_claim: Some("user_id".into()),
+            ..JwtConfig::default()
+        };
+        let auth = Authenticator::new(&config)?;
+        let exp = now_secs() + 60;
+        let sign = |claims: serde_json::Value| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(b"s3cret"),
+            )
+        };
+        // A number, as FastAPI back ends often issue, and no `sub` at all.
+        let claims = auth.verify(Some(&sign(serde_json::json!({"user_id": 42, "exp": exp}))?))?;
+        assert_eq!(claims.sub, "42");
+        // The token's own `sub` is kept aside, not taken for the user.
+        let claims = auth.verify(Some(&sign(
+            serde_json::json!({"user_id": "u-7", "sub": "session-9", "exp": exp, "role": "agent"}),
+        )?))?;
+        assert_eq!(claims.sub, "u-7");
+        assert_eq!(
+            claims.extra.get("token_sub"),
+            Some(&serde_json::json!("session-9"))
+        );
+        assert_eq!(claims.extra.get("role"), Some(&serde_json::json!("agent")));
+        for refused in [
+            serde_json::json!({"sub": "7", "exp": exp}),
+            serde_json::json!({"user_id": "", "exp": exp}),
+            serde_json::json!({"user_id": ["7"], "exp": exp}),
+        ] {
+            let token = sign(refused.clone())?;
+            assert!(
+                matches!(auth.verify(Some(&token)), Err(AuthError::Invalid(_))),
+                "{refused}"
+            );
+        }
+        let expired = sign(serde_json::json!({"user_id": 42, "exp": now_secs() - 10}))?;
+        assert_eq!(auth.verify(Some(&expired)).err(), Some(AuthError::Expired));
         Ok(())
     }
 }

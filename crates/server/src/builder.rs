@@ -47,6 +47,9 @@ pub enum BuildError {
     /// The HTTP client that delivers webhooks could not be made.
     #[error("cannot make the webhook HTTP client: {0}")]
     WebhookClient(String),
+    /// `Config::broker` names no broker this build can open.
+    #[error("broker: {0}")]
+    Broker(#[from] crate::broker::BrokerError),
     /// `build` was called outside a tokio runtime (retention and webhook delivery run as
     /// tasks of the node).
     #[error("Tidings::builder().build() must be called inside a tokio runtime")]
@@ -124,7 +127,8 @@ impl TidingsBuilder {
         self
     }
 
-    /// Connects this node to others through a broker (see [`crate::broker`]).
+    /// Connects this node to others through a broker (see [`crate::broker`]). Without
+    /// one, `build` opens the broker `Config::broker` names, if any.
     pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
         self.broker = Some(broker);
         self
@@ -133,6 +137,20 @@ impl TidingsBuilder {
     /// Builds the node, and starts its retention and webhook tasks.
     pub fn build(self) -> Result<Tidings, BuildError> {
         self.config.validate()?;
+        if self.config.allow_anonymous {
+            tracing::warn!(
+                "allow_anonymous is on: connections without a token are accepted, each as a user \
+                 of its own or as the user its route names; do not use it where users matter"
+            );
+        }
+        let broker = match (self.broker, &self.config.broker) {
+            (Some(broker), _) => Some(broker),
+            (None, Some(url)) => Some(crate::broker::open(
+                url,
+                self.config.broker_prefix.as_deref(),
+            )?),
+            (None, None) => None,
+        };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let auth = Authenticator::new(&self.config.jwt)?;
         let mut stores = match self.stores {
@@ -156,7 +174,7 @@ impl TidingsBuilder {
         crate::metrics::install();
         let hub = Arc::new(Hub::new(
             stores,
-            self.broker.clone(),
+            broker.clone(),
             webhooks,
             self.config.presence_events_max_members,
             self.config.recovery_limit,
@@ -173,7 +191,7 @@ impl TidingsBuilder {
             }),
         };
         spawn_retention(&runtime, &tidings);
-        if let Some(broker) = self.broker {
+        if let Some(broker) = broker {
             start_broker(&runtime, broker, &tidings.shared.hub);
         }
         Ok(tidings)

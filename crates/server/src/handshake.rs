@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use tidings_protocol::{Code, PROTOCOL_VERSION, SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX};
 
 use crate::Tidings;
+use crate::auth::Claims;
 use crate::connection::{self, Admission};
 use crate::node::Shared;
 
@@ -208,7 +209,14 @@ struct Pending {
 
 impl Pending {
     async fn admit(self, socket: WebSocket) {
-        let claims = match self.shared.auth.verify(self.token.as_deref()) {
+        let token = self.token.as_deref().filter(|token| !token.is_empty());
+        let verified = match token {
+            None if self.shared.config.allow_anonymous => {
+                Ok(anonymous(self.expected_user.as_deref()))
+            }
+            _ => self.shared.auth.verify(token),
+        };
+        let claims = match verified {
             Ok(claims) => claims,
             Err(e) => {
                 tracing::debug!(error = %e, "refused connection");
@@ -227,6 +235,21 @@ impl Pending {
             device: self.device,
         };
         connection::serve(self.shared, socket, admission).await;
+    }
+}
+
+/// The claims of a connection without a token (`allow_anonymous`): the route's user, else
+/// an id of its own; never expiring.
+fn anonymous(route_user: Option<&str>) -> Claims {
+    let sub = route_user.map_or_else(
+        || format!("anon-{:016x}", rand::random::<u64>()),
+        str::to_owned,
+    );
+    Claims {
+        sub,
+        exp: u64::MAX,
+        channels: None,
+        extra: serde_json::Map::new(),
     }
 }
 

@@ -267,11 +267,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         format!("SQLite in {}", config.storage.data_dir.display())
     };
     tracing::info!(%storage, "publication store open");
-    let mut builder = Tidings::builder();
     if let Some(url) = &config.broker {
-        builder = builder.broker(open_broker(url, config.broker_prefix.as_deref())?);
+        tracing::info!(url, "broker");
     }
-    let tidings = builder
+    // The builder opens the broker `config.broker` names.
+    let tidings = Tidings::builder()
         .config(config)
         .store(store)
         .build()
@@ -286,35 +286,6 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     tidings_server::serve(listener, tidings)
         .await
         .map_err(|e| e.to_string())
-}
-
-/// The broker a URL names, this node named at random (its messages carry the name).
-fn open_broker(
-    url: &str,
-    prefix: Option<&str>,
-) -> Result<std::sync::Arc<dyn tidings_server::broker::Broker>, String> {
-    let node = format!("node-{:016x}", rand::random::<u64>());
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
-        let mut broker = tidings_server::broker::redis::RedisBroker::new(url, node)
-            .map_err(|e| format!("--broker {url}: {e}"))?;
-        if let Some(prefix) = prefix {
-            broker = broker.prefix(prefix);
-        }
-        tracing::info!(url, "broker: Redis pub/sub");
-        return Ok(std::sync::Arc::new(broker));
-    }
-    if url.starts_with("nats://") || url.starts_with("tls://") {
-        let mut broker = tidings_server::broker::nats::NatsBroker::new(url, node)
-            .map_err(|e| format!("--broker {url}: {e}"))?;
-        if let Some(prefix) = prefix {
-            broker = broker.prefix(prefix);
-        }
-        tracing::info!(url, "broker: NATS");
-        return Ok(std::sync::Arc::new(broker));
-    }
-    Err(format!(
-        "--broker {url}: unknown broker (expected redis://... or nats://...)"
-    ))
 }
 
 fn print_dev_banner(tidings: &Tidings, addr: SocketAddr) {

@@ -40,6 +40,9 @@ pub(crate) enum Caller<'a> {
     /// The application's back end (the Rust API, or the HTTP API's key): trusted with every
     /// channel, but held to the same channel, size and event rules.
     Backend,
+    /// The back end publishing for a user (a chat message it has checked): trusted like
+    /// [`Caller::Backend`], and the publication names the user as its sender.
+    BackendFor { sender: &'a str },
 }
 
 impl Caller<'_> {
@@ -48,6 +51,7 @@ impl Caller<'_> {
         match self {
             Caller::User { user_id, .. } => Some(Arc::clone(user_id)),
             Caller::Backend => None,
+            Caller::BackendFor { sender } => Some(Arc::from(*sender)),
         }
     }
 }

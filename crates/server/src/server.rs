@@ -1,10 +1,12 @@
 //! The [`Tidings`] handle: build it once, mount its routes, call it from anywhere.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Path;
 use axum::routing::{MethodRouter, get};
 use serde::Serialize;
 use tidings_protocol::messages::{HistoryPage, Member};
@@ -12,7 +14,7 @@ use tidings_protocol::{Code, Delivery, Event, Notification, RawEvent, ServerFram
 
 use crate::broker::{ClusterMessage, NodeLoad};
 use crate::builder::TidingsBuilder;
-use crate::config::Config;
+use crate::config::{Config, RouteConfig};
 use crate::errors::{ChannelError, PublishError};
 use crate::handshake::{Accept, ConnectRequest};
 use crate::hub::Published;
@@ -142,9 +144,29 @@ impl Tidings {
     /// Everything the `tidings` binary serves: `/ws`, the HTTP API under `/api`, `/healthz`
     /// and `/metrics`.
     pub fn router(&self) -> Router {
-        Router::new()
-            .route("/ws", self.ws_handler())
-            .merge(crate::api::routes(self.clone()))
+        let mut router = Router::new().route("/ws", self.ws_handler());
+        for route in &self.shared.config.routes {
+            router = router.route(&route.path, self.route_handler(route.clone()));
+        }
+        router.merge(crate::api::routes(self.clone()))
+    }
+
+    /// The handler of a `[[routes]]` path: its channel joined, its user required.
+    fn route_handler(&self, route: crate::config::RouteConfig) -> MethodRouter {
+        let tidings = self.clone();
+        let route = Arc::new(route);
+        get(
+            move |Path(values): Path<HashMap<String, String>>, request: ConnectRequest| async move {
+                let mut accept = tidings.accept(request);
+                if let Some(channel) = &route.channel {
+                    accept = accept.bind_channel(RouteConfig::fill(channel, &values));
+                }
+                if let Some(user) = &route.user {
+                    accept = accept.expect_user(RouteConfig::fill(user, &values));
+                }
+                accept
+            },
+        )
     }
 
     /// A `GET` handler that accepts WebSocket connections, for mounting at any path.
@@ -187,6 +209,21 @@ impl Tidings {
             .await
     }
 
+    /// Publishes an event for a user the back end vouches for (a chat message it checked
+    /// and perhaps enriched): the same rules as [`Tidings::publish_raw`], and subscribers
+    /// see `sender` on the message. `delivery: None` takes the event type's default.
+    pub async fn publish_raw_from(
+        &self,
+        sender: &str,
+        channel: &str,
+        event: RawEvent,
+        delivery: Option<Delivery>,
+    ) -> Result<Published, PublishError> {
+        self.shared
+            .publish(Caller::BackendFor { sender }, channel, event, delivery)
+            .await
+    }
+
     /// Sends a notification to every connection of a user (through `user:{id}`); returns
     /// how many connections it reached on this node.
     pub async fn notify_user(
@@ -215,13 +252,23 @@ impl Tidings {
 
     /// Broadcasts an event without a Rust type.
     pub fn broadcast_raw(&self, event: RawEvent) -> Result<usize, PublishError> {
+        self.broadcast_raw_from(None, event)
+    }
+
+    /// [`Tidings::broadcast_raw`] naming the user it is sent for (`sender` on the message).
+    pub fn broadcast_raw_from(
+        &self,
+        sender: Option<&str>,
+        event: RawEvent,
+    ) -> Result<usize, PublishError> {
         self.shared.check_size(&event)?;
         if let Some(broker) = self.shared.hub.broker() {
             broker.tell_all(ClusterMessage::Broadcast {
                 event: event.clone(),
+                sender: sender.map(str::to_owned),
             });
         }
-        Ok(self.shared.hub.broadcast(event))
+        Ok(self.shared.hub.broadcast(event, sender.map(Arc::from)))
     }
 
     /// Delivers a publication received from another node's

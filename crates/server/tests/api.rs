@@ -20,6 +20,7 @@ async fn http_api_needs_the_key() {
         ("POST", "/api/notify/user/7"),
         ("POST", "/api/broadcast"),
         ("GET", "/api/stats"),
+        ("GET", "/api/users"),
         ("GET", "/api/users/7/status"),
         ("GET", "/api/channels/c/members"),
         ("POST", "/api/users/7/disconnect"),
@@ -188,6 +189,94 @@ async fn http_publish_broadcast_status_members_and_disconnect() {
     assert_eq!(b.expect_close().await.code, 4006);
     assert!(server.tidings.is_user_connected("a"));
     assert_eq!(server.tidings.connected_users(), vec!["a".to_owned()]);
+}
+
+#[tokio::test]
+async fn back_end_publications_can_name_their_sender() {
+    let server = start().await;
+    let mut a = server.connect("a").await;
+    a.subscribe("ticket:1").await;
+    let calls = [
+        (
+            "/api/publish",
+            json!({"channel": "ticket:1", "sender": "agent-7", "event": {"type": "chat_message", "data": {"id": "m1", "content": "hi"}}}),
+        ),
+        (
+            "/api/notify/user/a",
+            json!({"message": "hello", "sender": "agent-7"}),
+        ),
+        (
+            "/api/broadcast",
+            json!({"sender": "agent-7", "event": {"type": "maintenance:mode", "data": {}}}),
+        ),
+    ];
+    for (path, body) in calls {
+        let (status, answer) = http("POST", &server.http(path), Some(API_KEY), Some(body)).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        let got = a.recv().await;
+        assert_eq!(message(&got).sender.as_deref(), Some("agent-7"), "{path}");
+    }
+    // Stored with it: history shows the sender too.
+    let page = server
+        .tidings
+        .history("ticket:1", None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.publications[0].sender.as_deref(), Some("agent-7"));
+}
+
+#[tokio::test]
+async fn connected_users_come_in_sorted_pages() {
+    let server = start().await;
+    let mut clients = Vec::new();
+    for user in ["c", "a", "e", "b", "d"] {
+        clients.push(server.connect(user).await);
+    }
+    let page = |query: &'static str| {
+        let url = server.http(&format!("/api/users{query}"));
+        async move {
+            let (status, body) = http("GET", &url, Some(API_KEY), None).await;
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str::<Value>(&body).unwrap()
+        }
+    };
+    assert_eq!(
+        page("?limit=2").await,
+        json!({"users": ["a", "b"], "next": "b", "scope": "node"})
+    );
+    assert_eq!(
+        page("?limit=2&after=b").await,
+        json!({"users": ["c", "d"], "next": "d", "scope": "node"})
+    );
+    assert_eq!(
+        page("?limit=2&after=d").await,
+        json!({"users": ["e"], "next": null, "scope": "node"})
+    );
+    // `after` need not be connected any more: the page starts where it would be.
+    assert_eq!(page("?after=bb").await["users"], json!(["c", "d", "e"]));
+    assert_eq!(page("").await["users"], json!(["a", "b", "c", "d", "e"]));
+    let (status, _) = http("GET", &server.http("/api/users"), None, None).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn the_status_route_is_open_only_when_turned_on() {
+    let off = start().await;
+    let (status, _) = http("GET", &off.http("/api/status"), None, None).await;
+    assert_eq!(status, 404);
+
+    let mut config = common::config();
+    config.status_route = true;
+    let on = start_config(config).await;
+    let _a = on.connect("a").await;
+    let _a2 = on.connect("a").await;
+    let _b = on.connect("b").await;
+    let (status, body) = http("GET", &on.http("/api/status"), None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"status": "ok", "connections": 3, "users": 2})
+    );
 }
 
 #[tokio::test]

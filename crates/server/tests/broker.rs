@@ -202,7 +202,7 @@ async fn broadcast_and_disconnect_through_one_node_reach_every_node(engine: Engi
         "POST",
         &a.http("/api/broadcast"),
         Some(API_KEY),
-        Some(json!({"event": {"type": "maintenance", "data": {"in": "5m"}}})),
+        Some(json!({"event": {"type": "maintenance", "data": {"in": "5m"}}, "sender": "ops"})),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -210,6 +210,7 @@ async fn broadcast_and_disconnect_through_one_node_reach_every_node(engine: Engi
         let frame = client.recv().await;
         assert_eq!(message(&frame).channel, "broadcast");
         assert_eq!(message(&frame).event.kind(), "maintenance");
+        assert_eq!(message(&frame).sender.as_deref(), Some("ops"));
     }
     // Through the Rust API of node A: carol's connection on B closes with 4006, dave stays.
     assert_eq!(a.tidings.disconnect_user("carol"), 0);

@@ -79,6 +79,9 @@ pub enum ClusterMessage {
     Broadcast {
         /// The event, its payload untouched.
         event: RawEvent,
+        /// The user the back end sent it for, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sender: Option<String>,
     },
     /// `Tidings::disconnect_user`: the user's connections on every node close with 4006.
     Disconnect {
@@ -192,6 +195,36 @@ pub trait Broker: Send + Sync + 'static {
 
     /// This node's name in its messages (unique in the cluster).
     fn node(&self) -> &str;
+}
+
+/// The broker `url` names (`redis://`, `rediss://`, `nats://`, `tls://`), for a node named
+/// at random, its channels under `prefix` (the broker's default when `None`). Nothing
+/// connects before [`Broker::start`], which the builder calls.
+///
+/// [`TidingsBuilder::build`](crate::TidingsBuilder::build) calls this for
+/// `Config::broker` when no broker was given to it.
+pub fn open(url: &str, prefix: Option<&str>) -> Result<Arc<dyn Broker>, BrokerError> {
+    let node = format!("node-{:016x}", rand::random::<u64>());
+    let _ = (&node, prefix);
+    #[cfg(feature = "redis")]
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        let mut broker = redis::RedisBroker::new(url, node)?;
+        if let Some(prefix) = prefix {
+            broker = broker.prefix(prefix);
+        }
+        return Ok(Arc::new(broker));
+    }
+    #[cfg(feature = "nats")]
+    if url.starts_with("nats://") || url.starts_with("tls://") {
+        let mut broker = nats::NatsBroker::new(url, node)?;
+        if let Some(prefix) = prefix {
+            broker = broker.prefix(prefix);
+        }
+        return Ok(Arc::new(broker));
+    }
+    Err(BrokerError::Config(format!(
+        "unknown broker {url} (expected redis://... or nats://..., with the `redis` or `nats` feature)"
+    )))
 }
 
 /// A publication as it travels between nodes (JSON).

@@ -52,6 +52,14 @@ pub enum ConfigError {
          (`--database-url postgres://...`); SQLite and `--ephemeral` are one node's own"
     )]
     BrokerWithoutSharedStore,
+    /// A `[[routes]]` entry the router could not serve.
+    #[error("route {path:?}: {reason}")]
+    Route {
+        /// The route's path.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// `broker_prefix` cannot name NATS subjects (or is empty).
     #[error("`broker_prefix` = {prefix:?}: {reason}")]
     BrokerPrefix {

@@ -121,6 +121,67 @@ pub struct Config {
     /// (they get `user_left`). Nodes report every third of it. Default 30 s.
     #[serde(deserialize_with = "duration::secs")]
     pub presence_ttl: Duration,
+    /// Serve `GET /api/status` without the API key: the connection and user counts and the
+    /// health, for a status page or a load balancer. Off by default (the counts say how
+    /// busy the service is).
+    pub status_route: bool,
+    /// Accept connections without a token (demos, public read-only pages): each gets a
+    /// user id of its own (`anon-…`), or the one a route's `{user_id}` names. A token
+    /// that is present is still verified. Logged as a warning at start-up. Off by default.
+    pub allow_anonymous: bool,
+    /// WebSocket paths besides `/ws` whose segments name a channel to join or the user the
+    /// token must belong to (`[[routes]]` in TOML).
+    pub routes: Vec<RouteConfig>,
+}
+
+/// A WebSocket path of the application's own shape: `path = "/ws/chat/{ticket_id}"` with
+/// `channel = "ticket:{ticket_id}"` joins that channel on connect (closed with 4003 when the
+/// user may not), and `path = "/api/v1/ws/{user_id}"` with `user = "{user_id}"` requires the
+/// token's user to be that one (else 4003). `?token=` works as on `/ws`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The path: literal segments and `{name}` segments.
+    pub path: String,
+    /// The channel to join, with `{name}`s from the path.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// The user the token must name, with `{name}`s from the path.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+impl RouteConfig {
+    /// The `{name}` segments of the path, in order; `None` when a segment is neither a
+    /// literal nor exactly one `{name}` of letters, digits and `_`.
+    pub(crate) fn parameters(&self) -> Option<Vec<&str>> {
+        let mut names = Vec::new();
+        for segment in self.path.split('/').skip(1) {
+            if let Some(inner) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                let valid = !inner.is_empty()
+                    && inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return None;
+                }
+                names.push(inner);
+            } else if segment.is_empty() || segment.contains(['{', '}', '*', ':']) {
+                return None;
+            }
+        }
+        Some(names)
+    }
+
+    /// `template` with every `{name}` replaced by the path's value for it.
+    pub(crate) fn fill(
+        template: &str,
+        values: &std::collections::HashMap<String, String>,
+    ) -> String {
+        values
+            .iter()
+            .fold(template.to_owned(), |text, (name, value)| {
+                text.replace(&format!("{{{name}}}"), value)
+            })
+    }
 }
 
 impl Default for Config {
@@ -148,6 +209,9 @@ impl Default for Config {
             broker: None,
             broker_prefix: None,
             presence_ttl: Duration::from_secs(30),
+            status_route: false,
+            allow_anonymous: false,
+            routes: Vec::new(),
         }
     }
 }
@@ -282,6 +346,11 @@ pub struct JwtConfig {
     pub audience: Option<String>,
     /// Required `iss` claim, if any.
     pub issuer: Option<String>,
+    /// The claim that holds the user id (a string or a number), when it is not `sub`:
+    /// `user_id_claim = "user_id"` for tokens an existing back end already issues. The
+    /// id lands in [`Claims::sub`](crate::auth::Claims::sub); the token's own `sub`, if
+    /// any, is then kept among the other claims as `token_sub`.
+    pub user_id_claim: Option<String>,
 }
 
 /// Limits that keep one client from hurting the others.

@@ -5,6 +5,35 @@ use std::time::Duration;
 
 use super::{Config, ConfigError};
 
+/// Paths the server serves itself (and, for the API's, everything under them).
+const RESERVED_PATHS: &[&str] = &[
+    "/ws",
+    "/healthz",
+    "/metrics",
+    "/api/openapi.json",
+    "/api/publish",
+    "/api/notify",
+    "/api/broadcast",
+    "/api/stats",
+    "/api/status",
+    "/api/users",
+    "/api/channels",
+];
+
+/// Reading `{name}`s out of a route's templates.
+struct RouteConfigCheck;
+
+impl RouteConfigCheck {
+    /// Every `{name}` in `template`.
+    fn placeholders(template: &str) -> Vec<&str> {
+        template
+            .split('{')
+            .skip(1)
+            .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+            .collect()
+    }
+}
+
 /// The longest timer setting (heartbeats, intervals, shutdown and webhook timings): one
 /// year (365.25 days, humantime's `1year`). Timers are added to the clock, which overflows (and panics) for durations near
 /// `Duration::MAX`; nothing useful needs more. Retention ages are not timers and are not
@@ -22,7 +51,70 @@ impl Config {
         self.check_retention()?;
         self.check_keys()?;
         self.check_webhooks()?;
-        self.check_broker()
+        self.check_broker()?;
+        self.check_routes()
+    }
+
+    /// Route paths axum can mount (it panics on a bad or duplicate one), away from the
+    /// built-in paths, whose templates name only the path's own segments.
+    fn check_routes(&self) -> Result<(), ConfigError> {
+        let mut shapes = std::collections::HashSet::new();
+        for route in &self.routes {
+            let refuse = |reason: String| {
+                Err(ConfigError::Route {
+                    path: route.path.clone(),
+                    reason,
+                })
+            };
+            if !route.path.starts_with('/') {
+                return refuse("it must start with /".to_owned());
+            }
+            let Some(names) = route.parameters() else {
+                return refuse(
+                    "each segment is a literal, or one {name} of letters, digits and _".to_owned(),
+                );
+            };
+            let taken = RESERVED_PATHS.iter().any(|path| {
+                route.path == *path
+                    || path.starts_with("/api/")
+                        && route
+                            .path
+                            .strip_prefix(path)
+                            .is_some_and(|rest| rest.starts_with('/'))
+            });
+            if taken {
+                return refuse("the server uses this path itself".to_owned());
+            }
+            let mut unique = std::collections::HashSet::new();
+            if !names.iter().all(|name| unique.insert(*name)) {
+                return refuse("a {name} appears twice".to_owned());
+            }
+            // `/a/{x}` and `/a/{y}` are one path to the router.
+            let shape: Vec<&str> = route
+                .path
+                .split('/')
+                .map(|segment| {
+                    if segment.starts_with('{') {
+                        "{}"
+                    } else {
+                        segment
+                    }
+                })
+                .collect();
+            if !shapes.insert(shape) {
+                return refuse("another route has the same shape".to_owned());
+            }
+            for template in [&route.channel, &route.user].into_iter().flatten() {
+                let filled = RouteConfigCheck::placeholders(template);
+                if let Some(unknown) = filled.iter().find(|name| !names.contains(name)) {
+                    return refuse(format!("{{{unknown}}} is not a segment of the path"));
+                }
+                if template.is_empty() {
+                    return refuse("a channel or user template is empty".to_owned());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Several nodes share offsets through one PostgreSQL database.

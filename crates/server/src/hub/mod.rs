@@ -415,13 +415,13 @@ impl Hub {
     }
 
     /// Queues an event for every connection on this node; returns how many.
-    pub(crate) fn broadcast(&self, event: RawEvent) -> usize {
+    pub(crate) fn broadcast(&self, event: RawEvent, sender: Option<Arc<str>>) -> usize {
         let publication = Publication::new(
             Arc::from(BROADCAST_CHANNEL),
             None,
             Arc::from(""),
             now_ms(),
-            None,
+            sender,
             event,
         );
         self.counters.publication();

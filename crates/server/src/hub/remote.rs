@@ -269,8 +269,8 @@ pub(crate) async fn run_inbox(hub: Weak<Hub>, mut inbox: mpsc::Receiver<Incoming
                 }
                 hub.catch_up_all().await;
             }
-            Incoming::Cluster(ClusterMessage::Broadcast { event }) => {
-                hub.broadcast(event);
+            Incoming::Cluster(ClusterMessage::Broadcast { event, sender }) => {
+                hub.broadcast(event, sender.map(Arc::from));
             }
             Incoming::Cluster(ClusterMessage::Typing { channel, user_id }) => {
                 hub.typing_remote(&channel, &user_id).await;

@@ -10,7 +10,8 @@
 //! - everything else: the built page (`index.html` for paths without an extension).
 //!
 //! Publications are kept in SQLite in the data directory, with the secrets, so history and
-//! tokens survive a restart.
+//! tokens survive a restart; with `--database-url postgres://… --broker redis://…` several
+//! demo servers share them (`scripts/cluster --dashboard` runs three behind nginx).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,14 @@ struct Args {
     /// Milliseconds between two steps of a simulated job.
     #[arg(long, default_value_t = 150)]
     job_step_ms: u64,
+    /// Keep publications in this PostgreSQL database instead of SQLite (several demo
+    /// servers: see `scripts/cluster --dashboard`).
+    #[arg(long, env = "DASHBOARD_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Link this server to the others through Redis or NATS (`redis://…`, `nats://…`);
+    /// needs `--database-url`.
+    #[arg(long, env = "DASHBOARD_BROKER")]
+    broker: Option<String>,
 }
 
 /// Secrets made up on first start and kept in the data directory.
@@ -105,6 +114,10 @@ async fn run(args: Args) -> Result<(), String> {
     // Restarts are part of the demo: clients come back within half a second.
     config.shutdown_reconnect_spread = Duration::from_millis(500);
     config.shutdown_deadline = Duration::from_secs(2);
+    // Several demo servers behind a load balancer share PostgreSQL and a broker; the
+    // builder opens the broker the configuration names.
+    config.storage.database_url = args.database_url;
+    config.broker = args.broker;
     let store = tidings_server::store::open(&config)
         .await
         .map_err(|e| format!("cannot open the publication store: {e}"))?;
