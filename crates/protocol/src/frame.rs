@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use crate::Code;
 use crate::messages::{
     Ack, ChannelRef, Connected, ErrorBody, History, HistoryPage, MessageBody, PresenceChange,
-    Publish, Reply, Shutdown, Subscribe, TypingNotice, Unsubscribe,
+    Publish, Reply, Rpc, Shutdown, Subscribe, TypingNotice, Unsubscribe,
 };
 
 /// A request from client to server.
@@ -37,6 +37,8 @@ pub enum ClientMessage {
     History(History),
     /// `ack`: processed up to an offset (the personal channel's inbox).
     Ack(Ack),
+    /// `rpc`: a call answered by the application's back end.
+    Rpc(Rpc),
 }
 
 /// A frame from client to server: a request and its optional id.
@@ -238,6 +240,7 @@ impl ClientFrame {
             "presence" => ClientMessage::Presence(data(id, &kind, raw)?),
             "history" => ClientMessage::History(data(id, &kind, raw)?),
             "ack" => ClientMessage::Ack(data(id, &kind, raw)?),
+            "rpc" => ClientMessage::Rpc(data(id, &kind, raw)?),
             _ => {
                 return Err(DecodeError {
                     id,
@@ -264,6 +267,7 @@ impl ClientFrame {
             ClientMessage::Presence(_) => "presence",
             ClientMessage::History(_) => "history",
             ClientMessage::Ack(_) => "ack",
+            ClientMessage::Rpc(_) => "rpc",
         }
     }
 }
@@ -374,6 +378,7 @@ impl Serialize for ClientFrame {
             }
             ClientMessage::History(d) => write_envelope(s, kind, id, Some(d)),
             ClientMessage::Ack(d) => write_envelope(s, kind, id, Some(d)),
+            ClientMessage::Rpc(d) => write_envelope(s, kind, id, Some(d)),
         }
     }
 }

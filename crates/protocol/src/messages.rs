@@ -81,6 +81,21 @@ pub struct Ack {
     pub offset: u64,
 }
 
+/// `rpc`: a call to the application's back end (its RPC proxy, or the embedding app's
+/// `on_rpc` hook), answered by `reply {kind: "rpc", data}` or an `error`: 4004 for a method
+/// nobody answers, 4003 when the back end refuses, 4503 when it is down or too slow
+/// (retryable).
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rpc {
+    /// The method, e.g. `motivation_requested`: 1 to 128 bytes, no control characters.
+    pub method: String,
+    /// Its arguments, any JSON.
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", tsify(type = "unknown"))]
+    pub data: serde_json::Value,
+}
+
 /// The answer to `history`.
 #[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,6 +302,13 @@ pub enum Reply {
         channel: String,
         /// The acknowledged offset.
         offset: u64,
+    },
+    /// Answer to `rpc`: what the back end returned.
+    Rpc {
+        /// Any JSON.
+        #[serde(default)]
+        #[cfg_attr(feature = "ts", tsify(type = "unknown"))]
+        data: serde_json::Value,
     },
 }
 

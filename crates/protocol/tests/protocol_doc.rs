@@ -174,6 +174,7 @@ fn reply_kind(reply: &Reply) -> &'static str {
         Reply::Typing { .. } => "typing",
         Reply::History(_) => "history",
         Reply::Ack { .. } => "ack",
+        Reply::Rpc { .. } => "rpc",
         other => panic!("reply kind not known to this test, document it: {other:?}"),
     }
 }
@@ -246,7 +247,8 @@ fn the_source_scan_finds_the_known_types() {
             "typing",
             "presence",
             "history",
-            "ack"
+            "ack",
+            "rpc"
         ]),
         "client frame types changed in src/frame.rs: document them, then update this list"
     );
@@ -274,7 +276,8 @@ fn the_source_scan_finds_the_known_types() {
             "presence",
             "typing",
             "history",
-            "ack"
+            "ack",
+            "rpc"
         ]),
         "reply kinds changed in src/messages.rs: document them, then update this list"
     );

@@ -170,11 +170,19 @@ fn validation(algorithm: Algorithm, config: &JwtConfig) -> Validation {
         .as_deref()
         .is_some_and(|claim| claim != "sub");
     // With `user_id_claim`, `verify` checks that claim itself.
-    if user_id_elsewhere {
-        validation.set_required_spec_claims(&["exp"]);
-    } else {
-        validation.set_required_spec_claims(&["exp", "sub"]);
+    // A configured audience or issuer must be in the token: jsonwebtoken checks them only
+    // when present otherwise.
+    let mut required = vec!["exp"];
+    if !user_id_elsewhere {
+        required.push("sub");
     }
+    if config.audience.is_some() {
+        required.push("aud");
+    }
+    if config.issuer.is_some() {
+        required.push("iss");
+    }
+    validation.set_required_spec_claims(&required);
     if let Some(aud) = &config.audience {
         validation.set_audience(&[aud]);
     } else {
@@ -402,6 +410,40 @@ mod tests {
         }
         let expired = sign(serde_json::json!({"user_id": 42, "exp": now_secs() - 10}))?;
         assert_eq!(auth.verify(Some(&expired)).err(), Some(AuthError::Expired));
+        Ok(())
+    }
+
+    #[test]
+    fn a_configured_audience_and_issuer_must_be_in_the_token()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let config = JwtConfig {
+            secret: Some("s3cret".into()),
+            audience: Some("app".into()),
+            issuer: Some("auth.example".into()),
+            ..JwtConfig::default()
+        };
+        let auth = Authenticator::new(&config)?;
+        let exp = now_secs() + 60;
+        let sign = |claims: serde_json::Value| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(b"s3cret"),
+            )
+        };
+        let full =
+            sign(serde_json::json!({"sub": "7", "exp": exp, "aud": "app", "iss": "auth.example"}))?;
+        assert_eq!(auth.verify(Some(&full))?.sub, "7");
+        for missing in [
+            serde_json::json!({"sub": "7", "exp": exp, "iss": "auth.example"}),
+            serde_json::json!({"sub": "7", "exp": exp, "aud": "app"}),
+        ] {
+            let token = sign(missing.clone())?;
+            assert!(
+                matches!(auth.verify(Some(&token)), Err(AuthError::Invalid(_))),
+                "{missing}"
+            );
+        }
         Ok(())
     }
 }

@@ -9,6 +9,9 @@ use crate::Tidings;
 use crate::auth::{AccessRequest, Authenticator, AuthorizeFn, KeyError};
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::hooks::{
+    HookError, Hooks, PublishDecision, PublishRequest, RpcRequest, SubscribeRequest,
+};
 use crate::hub::Hub;
 use crate::node::Shared;
 use crate::store::{InboxStore, MemoryStore, PublicationStore, Store, Stores};
@@ -23,6 +26,7 @@ pub struct TidingsBuilder {
     /// Replaces the inbox of whichever store is used.
     inbox: Option<Arc<dyn InboxStore>>,
     broker: Option<Arc<dyn Broker>>,
+    hooks: Hooks,
 }
 
 /// Why a node could not be built.
@@ -47,6 +51,9 @@ pub enum BuildError {
     /// The HTTP client that delivers webhooks could not be made.
     #[error("cannot make the webhook HTTP client: {0}")]
     WebhookClient(String),
+    /// `[proxy]` could not be set up (its HTTP client, or the feature is off).
+    #[error("proxy: {0}")]
+    Proxy(String),
     /// `Config::broker` names no broker this build can open.
     #[error("broker: {0}")]
     Broker(#[from] crate::broker::BrokerError),
@@ -64,6 +71,7 @@ impl TidingsBuilder {
             stores: None,
             inbox: None,
             broker: None,
+            hooks: Hooks::default(),
         }
     }
 
@@ -94,6 +102,42 @@ impl TidingsBuilder {
         Fut: Future<Output = bool> + Send + 'static,
     {
         self.authorizer = Some(Arc::new(move |request| Box::pin(hook(request))));
+        self
+    }
+
+    /// Asks the application before a user reads a channel (subscribe, a route's channel,
+    /// history, presence), after the built-in policy and [`authorize`](Self::authorize):
+    /// `Err(HookError::Refused(reason))` refuses with 4003, `Unavailable` with a retryable
+    /// 4503. Bounded by `proxy.timeout`. Replaces `[proxy] subscribe`.
+    pub fn on_subscribe<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(SubscribeRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HookError>> + Send + 'static,
+    {
+        self.hooks.subscribe = Some(crate::hooks::boxed(hook));
+        self
+    }
+
+    /// Checks, or rewrites, every publication a user sends from a connection (back-end
+    /// publications are not asked): `Ok(PublishDecision::Replace(event))` publishes the
+    /// back end's event instead. Replaces `[proxy] publish`.
+    pub fn on_publish<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(PublishRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<PublishDecision, HookError>> + Send + 'static,
+    {
+        self.hooks.publish = Some(crate::hooks::boxed(hook));
+        self
+    }
+
+    /// Answers clients' `rpc` calls: the JSON returned is the reply's `data`;
+    /// `Err(HookError::NotFound(..))` for a method it does not know. Replaces `[proxy] rpc`.
+    pub fn on_rpc<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(RpcRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<serde_json::Value, HookError>> + Send + 'static,
+    {
+        self.hooks.rpc = Some(crate::hooks::boxed(hook));
         self
     }
 
@@ -153,6 +197,7 @@ impl TidingsBuilder {
         };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let auth = Authenticator::new(&self.config.jwt)?;
+        let hooks = proxy_hooks(self.hooks, &self.config)?;
         let mut stores = match self.stores {
             Some(stores) => stores,
             None => Stores::complete(Arc::new(MemoryStore::for_config(&self.config))),
@@ -185,6 +230,7 @@ impl TidingsBuilder {
                 hub,
                 auth,
                 authorizer: self.authorizer,
+                hooks,
                 config: self.config,
                 shutting_down: AtomicBool::new(false),
                 rate_clock: governor::clock::DefaultClock::default(),
@@ -195,6 +241,36 @@ impl TidingsBuilder {
             start_broker(&runtime, broker, &tidings.shared.hub);
         }
         Ok(tidings)
+    }
+}
+
+/// The hooks the application set, and for each it did not, the `[proxy]` URL's HTTP call
+/// (the `webhooks` feature), bounded by `proxy.timeout`.
+fn proxy_hooks(mut hooks: Hooks, config: &Config) -> Result<Hooks, BuildError> {
+    hooks.timeout = config.proxy.timeout;
+    let proxy = &config.proxy;
+    if proxy.subscribe.is_none() && proxy.publish.is_none() && proxy.rpc.is_none() {
+        return Ok(hooks);
+    }
+    #[cfg(feature = "webhooks")]
+    {
+        let client = Arc::new(crate::proxy::ProxyClient::new(proxy).map_err(BuildError::Proxy)?);
+        if hooks.subscribe.is_none() && proxy.subscribe.is_some() {
+            hooks.subscribe = Some(client.subscribe_hook());
+        }
+        if hooks.publish.is_none() && proxy.publish.is_some() {
+            hooks.publish = Some(client.publish_hook());
+        }
+        if hooks.rpc.is_none() && proxy.rpc.is_some() {
+            hooks.rpc = Some(client.rpc_hook());
+        }
+        Ok(hooks)
+    }
+    #[cfg(not(feature = "webhooks"))]
+    {
+        Err(BuildError::Proxy(
+            "[proxy] needs the `webhooks` cargo feature (its HTTP client)".to_owned(),
+        ))
     }
 }
 

@@ -4,6 +4,7 @@
 
 use tidings_protocol::Code;
 
+use crate::hooks::HookError;
 use crate::store::StoreError;
 
 /// Why a publish was refused or failed. Nothing was stored or delivered.
@@ -33,6 +34,9 @@ pub enum PublishError {
     /// The publication store failed; nothing was published.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The application's publish hook (or proxy) refused it or could not be asked.
+    #[error(transparent)]
+    Backend(HookError),
 }
 
 impl PublishError {
@@ -45,6 +49,7 @@ impl PublishError {
             PublishError::Forbidden(_) => Code::Forbidden,
             PublishError::TooLarge { .. } => Code::FrameTooLarge,
             PublishError::Store(_) => Code::Unavailable,
+            PublishError::Backend(error) => error.code(),
         }
     }
 }
@@ -62,6 +67,9 @@ pub enum ChannelError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The application's subscribe hook (or proxy) refused it or could not be asked.
+    #[error(transparent)]
+    Backend(HookError),
 }
 
 impl ChannelError {
@@ -71,6 +79,7 @@ impl ChannelError {
             ChannelError::InvalidChannel(_) => Code::BadFrame,
             ChannelError::Forbidden(_) => Code::Forbidden,
             ChannelError::Store(_) => Code::Unavailable,
+            ChannelError::Backend(error) => error.code(),
         }
     }
 }
@@ -99,6 +108,12 @@ impl From<PublishError> for RequestError {
 
 impl From<ChannelError> for RequestError {
     fn from(error: ChannelError) -> Self {
+        RequestError::new(error.code(), error.to_string())
+    }
+}
+
+impl From<HookError> for RequestError {
+    fn from(error: HookError) -> Self {
         RequestError::new(error.code(), error.to_string())
     }
 }

@@ -63,11 +63,16 @@
 //! - [`config`]: every setting, its defaults, layered loading (file, environment) and
 //!   validation.
 //! - [`errors`]: one error enum per operation, each mapped to a protocol code.
+//! - [`hooks`]: the application's subscribe, publish and RPC hooks; [`proxy`] makes them
+//!   HTTP calls to a back end in any language (`[proxy]`).
 
 pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod errors;
+pub mod hooks;
+#[cfg(feature = "webhooks")]
+pub mod proxy;
 pub mod server;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql_store;

@@ -12,6 +12,9 @@ use tidings_protocol::{BROADCAST_CHANNEL, Delivery, RawEvent};
 use crate::auth::{AccessRequest, Action, Authenticator, AuthorizeFn, Claims, default_policy};
 use crate::config::Config;
 use crate::errors::{ChannelError, PublishError};
+use crate::hooks::{
+    HookError, Hooks, PublishDecision, PublishRequest, RpcRequest, SubscribeRequest,
+};
 use crate::hub::{Hub, Published, Submitted};
 use crate::store::Publication;
 
@@ -20,6 +23,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) auth: Authenticator,
     pub(crate) authorizer: Option<AuthorizeFn>,
+    /// The application's subscribe, publish and RPC hooks (or HTTP proxies).
+    pub(crate) hooks: Hooks,
     pub(crate) hub: Arc<Hub>,
     /// Set by [`Tidings::shutdown`](crate::Tidings::shutdown): new connections get 503.
     pub(crate) shutting_down: AtomicBool,
@@ -124,7 +129,40 @@ impl Shared {
                 "access to {channel} denied"
             )));
         }
+        if let (Some(hook), Caller::User { user_id, claims }) = (&self.hooks.subscribe, caller) {
+            let request = SubscribeRequest {
+                user_id: Arc::clone(user_id),
+                channel: channel.to_owned(),
+                claims: Arc::clone(claims),
+            };
+            self.hooks
+                .bounded(hook(request))
+                .await
+                .map_err(ChannelError::Backend)?;
+        }
         Ok(())
+    }
+
+    /// A user's `rpc` call, answered by the application's hook (or RPC proxy).
+    pub(crate) async fn rpc(
+        &self,
+        user_id: &Arc<str>,
+        claims: &Arc<Claims>,
+        method: String,
+        data: serde_json::Value,
+    ) -> Result<serde_json::Value, HookError> {
+        let Some(hook) = &self.hooks.rpc else {
+            return Err(HookError::NotFound(format!(
+                "no back end answers rpc here (method {method})"
+            )));
+        };
+        let request = RpcRequest {
+            user_id: Arc::clone(user_id),
+            method,
+            data,
+            claims: Arc::clone(claims),
+        };
+        self.hooks.bounded(hook(request)).await
     }
 
     /// Publishes an event: checks the channel, the size, the event and the caller's right,
@@ -164,6 +202,33 @@ impl Shared {
                 "publishing to {channel} denied"
             )));
         }
+        let event = match (&self.hooks.publish, caller) {
+            (Some(hook), Caller::User { user_id, claims }) => {
+                let request = PublishRequest {
+                    user_id: Arc::clone(user_id),
+                    channel: channel.to_owned(),
+                    event,
+                    claims: Arc::clone(claims),
+                };
+                let original = request.event.clone();
+                match self.hooks.bounded(hook(request)).await {
+                    Ok(PublishDecision::Allow) => original,
+                    Ok(PublishDecision::Replace(replacement)) => {
+                        // The back end's event meets the same rules as the client's.
+                        self.check_size(&replacement)?;
+                        replacement.validate_standard().map_err(|e| {
+                            PublishError::InvalidEvent(format!(
+                                "the back end's {} event is invalid: {e}",
+                                replacement.kind()
+                            ))
+                        })?;
+                        replacement
+                    }
+                    Err(error) => return Err(PublishError::Backend(error)),
+                }
+            }
+            _ => event,
+        };
         let requested = delivery.unwrap_or_else(|| event.default_delivery());
         // Channels of an ephemeral class are never stored, whatever the event type says.
         let delivery = if self.config.retention(channel).ephemeral {

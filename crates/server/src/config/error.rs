@@ -52,6 +52,14 @@ pub enum ConfigError {
          (`--database-url postgres://...`); SQLite and `--ephemeral` are one node's own"
     )]
     BrokerWithoutSharedStore,
+    /// A `[proxy]` URL that is not http(s).
+    #[error("`{setting}` = {url:?} is not an http:// or https:// URL")]
+    ProxyUrl {
+        /// The setting.
+        setting: &'static str,
+        /// Its value.
+        url: String,
+    },
     /// A `[[routes]]` entry the router could not serve.
     #[error("route {path:?}: {reason}")]
     Route {

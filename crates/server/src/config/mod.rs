@@ -132,6 +132,53 @@ pub struct Config {
     /// WebSocket paths besides `/ws` whose segments name a channel to join or the user the
     /// token must belong to (`[[routes]]` in TOML).
     pub routes: Vec<RouteConfig>,
+    /// The application's back end, asked over HTTP (`[proxy]`).
+    pub proxy: ProxyConfig,
+}
+
+/// Back-end proxies: each set URL gets a signed JSON POST (see `tidings_server::proxy`)
+/// and decides. An embedding application sets the same as hooks on the builder instead.
+///
+/// ```toml
+/// [proxy]
+/// subscribe = "http://127.0.0.1:9000/tidings/subscribe" # allow or deny reads of a channel
+/// publish = "http://127.0.0.1:9000/tidings/publish"     # allow, refuse or rewrite publications
+/// rpc = "http://127.0.0.1:9000/tidings/rpc"             # answer clients' rpc calls
+/// secret = "shared-with-the-app"  # X-Tidings-Signature, as on webhooks
+/// timeout = "5s"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Asked before a user reads a channel (subscribe, a route's channel, history,
+    /// presence).
+    pub subscribe: Option<String>,
+    /// Asked for every publication a user sends from a connection.
+    pub publish: Option<String>,
+    /// Answers clients' `rpc` calls.
+    pub rpc: Option<String>,
+    /// HMAC-SHA256 key of the `X-Tidings-Signature` header (as on webhooks). Without it
+    /// requests are unsigned: keep the app's proxy routes off the public network then.
+    pub secret: Option<String>,
+    /// Longest wait for an answer (also bounds the builder's hooks); then 4503.
+    #[serde(deserialize_with = "duration::millis")]
+    pub timeout: Duration,
+    /// Extra attempts of a subscribe call that failed to connect or got a 5xx (publish and
+    /// rpc are never repeated: they may not be idempotent).
+    pub retries: u32,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            subscribe: None,
+            publish: None,
+            rpc: None,
+            secret: None,
+            timeout: Duration::from_secs(5),
+            retries: 1,
+        }
+    }
 }
 
 /// A WebSocket path of the application's own shape: `path = "/ws/chat/{ticket_id}"` with
@@ -212,6 +259,7 @@ impl Default for Config {
             status_route: false,
             allow_anonymous: false,
             routes: Vec::new(),
+            proxy: ProxyConfig::default(),
         }
     }
 }

@@ -52,7 +52,28 @@ impl Config {
         self.check_keys()?;
         self.check_webhooks()?;
         self.check_broker()?;
-        self.check_routes()
+        self.check_routes()?;
+        self.check_proxy()
+    }
+
+    /// Proxy URLs are http(s).
+    fn check_proxy(&self) -> Result<(), ConfigError> {
+        let proxy = &self.proxy;
+        for (setting, url) in [
+            ("proxy.subscribe", &proxy.subscribe),
+            ("proxy.publish", &proxy.publish),
+            ("proxy.rpc", &proxy.rpc),
+        ] {
+            if let Some(url) = url
+                && !is_http_url(url)
+            {
+                return Err(ConfigError::ProxyUrl {
+                    setting,
+                    url: url.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Route paths axum can mount (it panics on a bad or duplicate one), away from the
@@ -167,6 +188,7 @@ impl Config {
             ("heartbeat_timeout", self.heartbeat_timeout),
             ("retention_interval", self.retention_interval),
             ("presence_ttl", self.presence_ttl),
+            ("proxy.timeout", self.proxy.timeout),
             ("webhook_delivery.timeout", delivery.timeout),
             ("webhook_delivery.retry_min", delivery.retry_min),
             ("webhook_delivery.poll_interval", delivery.poll_interval),
@@ -179,6 +201,7 @@ impl Config {
             ("retention_interval", self.retention_interval),
             ("shutdown_deadline", self.shutdown_deadline),
             ("presence_ttl", self.presence_ttl),
+            ("proxy.timeout", self.proxy.timeout),
             ("shutdown_reconnect_spread", self.shutdown_reconnect_spread),
             ("webhook_delivery.timeout", delivery.timeout),
             ("webhook_delivery.retry_min", delivery.retry_min),
@@ -259,6 +282,7 @@ impl Config {
             ("jwt.secret", &self.jwt.secret),
             ("jwt.public_key_pem_file", &self.jwt.public_key_pem_file),
             ("api_key", &self.api_key),
+            ("proxy.secret", &self.proxy.secret),
         ] {
             // An empty key would let an empty bearer or signature through.
             if value.as_deref() == Some("") {

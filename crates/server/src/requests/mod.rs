@@ -19,6 +19,7 @@ mod ack;
 mod history;
 mod presence;
 mod publish;
+mod rpc;
 mod subscribe;
 #[cfg(test)]
 mod tests;
@@ -59,6 +60,7 @@ pub(crate) async fn dispatch(session: &mut Session, frame: ClientFrame) -> Optio
         ClientMessage::Presence(request) => presence::handle(session, request).await,
         ClientMessage::History(request) => history::handle(session, request).await,
         ClientMessage::Ack(request) => ack::handle(session, request).await,
+        ClientMessage::Rpc(request) => rpc::handle(session, request).await,
     };
     let message = match answer {
         Ok(Answer::Reply(reply)) => ServerMessage::Reply(reply),

@@ -1,0 +1,235 @@
+//! `[proxy]`: the [hooks](crate::hooks) as HTTP calls to the application's back end, so a
+//! FastAPI or Express app decides subscriptions, checks publications and answers RPC.
+//!
+//! Each call is a `POST` of JSON with
+//! - `Content-Type: application/json`,
+//! - `X-Tidings-Proxy: subscribe | publish | rpc`,
+//! - with `proxy.secret`: `X-Tidings-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
+//!   "<t>.<body>")>`, exactly as on webhooks.
+//!
+//! | call | body | answer (`200`, JSON) |
+//! |---|---|---|
+//! | subscribe | `{user_id, channel, claims}` | `{}` or `{"allow": true}`; `{"allow": false, "message": "..."}` refuses (4003) |
+//! | publish | `{user_id, channel, event: {type, data}, claims}` | `{}` publishes as sent; `{"event": {...}}` publishes that instead; `{"allow": false, "message": "..."}` refuses (4003) |
+//! | rpc | `{user_id, method, data, claims}` | `{"data": ...}` is the reply; `{"error": {"code": "not_found", "message": "..."}}` (4004), any other code refuses (4003) |
+//!
+//! An empty `200` body counts as `{}`. A `403` refuses, with its body as the message. A
+//! `5xx`, a refused connection or no answer within `proxy.timeout` is 4503 `unavailable`
+//! (subscribe calls are tried `proxy.retries` more times first; publish and rpc never, as
+//! they may not be idempotent). Any other status, or an answer that is not one of the
+//! above, is 4500.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+use tidings_protocol::RawEvent;
+
+use crate::config::ProxyConfig;
+use crate::hooks::{HookError, PublishDecision, PublishFn, RpcFn, SubscribeFn};
+use crate::time::now_ms;
+
+/// Largest proxy answer read: bigger is a failure, not an allocation.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// The HTTP client every proxy call of a node shares.
+pub(crate) struct ProxyClient {
+    client: reqwest::Client,
+    config: ProxyConfig,
+}
+
+/// What the application answers; every field optional (see the module table).
+#[derive(Debug, Default, Deserialize)]
+struct Answer {
+    #[serde(default)]
+    allow: Option<bool>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    event: Option<RawEvent>,
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    error: Option<AnswerError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AnswerError {
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+impl Answer {
+    /// The refusal or error the answer carries, if any.
+    fn refusal(&self) -> Option<HookError> {
+        if let Some(error) = &self.error {
+            let message = if error.message.is_empty() {
+                error.code.clone()
+            } else {
+                error.message.clone()
+            };
+            return Some(match error.code.as_str() {
+                "not_found" => HookError::NotFound(message),
+                "unavailable" => HookError::Unavailable(message),
+                _ => HookError::Refused(message),
+            });
+        }
+        (self.allow == Some(false)).then(|| {
+            HookError::Refused(
+                self.message
+                    .clone()
+                    .unwrap_or_else(|| "refused by the back end".to_owned()),
+            )
+        })
+    }
+}
+
+impl ProxyClient {
+    pub(crate) fn new(config: &ProxyConfig) -> Result<ProxyClient, String> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .user_agent(concat!("tidings/", env!("CARGO_PKG_VERSION")))
+            // The signed body goes where it was configured, nowhere else.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(ProxyClient {
+            client,
+            config: config.clone(),
+        })
+    }
+
+    /// POSTs `body` to `url`, `retries` more times while the back end is unavailable.
+    async fn call(
+        &self,
+        kind: &'static str,
+        url: &str,
+        body: String,
+        retries: u32,
+    ) -> Result<Answer, HookError> {
+        let mut attempt = 0;
+        loop {
+            match self.call_once(kind, url, &body).await {
+                Err(HookError::Unavailable(reason)) if attempt < retries => {
+                    attempt += 1;
+                    tracing::debug!(kind, %reason, attempt, "proxy unavailable, trying again");
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    async fn call_once(
+        &self,
+        kind: &'static str,
+        url: &str,
+        body: &str,
+    ) -> Result<Answer, HookError> {
+        let mut request = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-tidings-proxy", kind);
+        if let Some(secret) = &self.config.secret {
+            let signature = crate::webhooks::signature(secret, now_ms() / 1000, body);
+            request = request.header("x-tidings-signature", signature);
+        }
+        let response = request
+            .body(body.to_owned())
+            .send()
+            .await
+            .map_err(|e| HookError::Unavailable(format!("{kind} proxy: {e}")))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| HookError::Unavailable(format!("{kind} proxy: {e}")))?;
+        if bytes.len() > MAX_ANSWER_BYTES {
+            return Err(HookError::Failed(format!(
+                "{kind} proxy answered {} bytes (at most {MAX_ANSWER_BYTES})",
+                bytes.len()
+            )));
+        }
+        if status.is_server_error() {
+            return Err(HookError::Unavailable(format!(
+                "{kind} proxy: HTTP {status}"
+            )));
+        }
+        if status == reqwest::StatusCode::FORBIDDEN {
+            let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+            // A JSON answer with a message says it best; else the body as text.
+            let message = serde_json::from_slice::<Answer>(&bytes)
+                .ok()
+                .and_then(|answer| answer.refusal().map(|refusal| refusal.to_string()))
+                .unwrap_or(if text.is_empty() {
+                    "refused by the back end".to_owned()
+                } else {
+                    text
+                });
+            return Err(HookError::Refused(message));
+        }
+        if !status.is_success() {
+            return Err(HookError::Failed(format!("{kind} proxy: HTTP {status}")));
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Answer::default());
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| HookError::Failed(format!("{kind} proxy: unreadable answer: {e}")))
+    }
+
+    fn encode(request: &impl serde::Serialize) -> Result<String, HookError> {
+        serde_json::to_string(request).map_err(|e| HookError::Failed(e.to_string()))
+    }
+
+    pub(crate) fn subscribe_hook(self: &Arc<Self>) -> SubscribeFn {
+        let proxy = Arc::clone(self);
+        Arc::new(move |request| {
+            let proxy = Arc::clone(&proxy);
+            Box::pin(async move {
+                let url = proxy.config.subscribe.as_deref().unwrap_or_default();
+                let body = Self::encode(&request)?;
+                let answer = proxy
+                    .call("subscribe", url, body, proxy.config.retries)
+                    .await?;
+                answer.refusal().map_or(Ok(()), Err)
+            })
+        })
+    }
+
+    pub(crate) fn publish_hook(self: &Arc<Self>) -> PublishFn {
+        let proxy = Arc::clone(self);
+        Arc::new(move |request| {
+            let proxy = Arc::clone(&proxy);
+            Box::pin(async move {
+                let url = proxy.config.publish.as_deref().unwrap_or_default();
+                let body = Self::encode(&request)?;
+                let answer = proxy.call("publish", url, body, 0).await?;
+                if let Some(refusal) = answer.refusal() {
+                    return Err(refusal);
+                }
+                Ok(match answer.event {
+                    Some(event) => PublishDecision::Replace(event),
+                    None => PublishDecision::Allow,
+                })
+            })
+        })
+    }
+
+    pub(crate) fn rpc_hook(self: &Arc<Self>) -> RpcFn {
+        let proxy = Arc::clone(self);
+        Arc::new(move |request| {
+            let proxy = Arc::clone(&proxy);
+            Box::pin(async move {
+                let url = proxy.config.rpc.as_deref().unwrap_or_default();
+                let body = Self::encode(&request)?;
+                let answer = proxy.call("rpc", url, body, 0).await?;
+                if let Some(refusal) = answer.refusal() {
+                    return Err(refusal);
+                }
+                Ok(answer.data.unwrap_or(Value::Null))
+            })
+        })
+    }
+}
