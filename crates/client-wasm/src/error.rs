@@ -40,7 +40,8 @@ pub enum ClientError {
         reason: String,
     },
     /// The connection dropped while the request was in flight, and the request is one that
-    /// is not resent after reconnecting (presence).
+    /// is not resent after reconnecting (presence, history, rpc). Trying again once
+    /// reconnected may succeed; for an rpc the back end may already have run the call.
     #[error("the connection dropped before the server answered: {code}: {reason}")]
     Disconnected {
         /// The close code of the dropped connection.
@@ -48,7 +49,8 @@ pub enum ClientError {
         /// Why it dropped.
         reason: String,
     },
-    /// The request needs a live connection (presence) and there is none right now.
+    /// The request needs a live connection (presence, history, rpc) and there is none right
+    /// now.
     #[error("not connected")]
     NotConnected,
     /// A publish made while offline found the offline queue full.

@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use tidings_protocol::messages::{HistoryPage, Member};
@@ -410,6 +412,74 @@ impl Client {
             Completion::History(page) => Ok(page),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Calls `method` of the application's back end (the server's `on_rpc` hook or its
+    /// `[proxy] rpc` URL) with `data`, and returns what it answered. Needs a live connection
+    /// ([`ClientError::NotConnected`] otherwise).
+    ///
+    /// The call is sent once and never resent: when the connection drops before the answer
+    /// it fails with [`ClientError::Disconnected`] (the back end may already have run it, so
+    /// retrying is the caller's decision), and with [`ClientError::Timeout`] after the
+    /// request timeout. The server's refusals are [`ClientError::Server`] with its code and
+    /// message: 4004 `not_found` (no back end answers the method), 4003 `forbidden` (the back
+    /// end refused), 4503 `unavailable` (down or too slow;
+    /// [`Code::is_retryable`](tidings_protocol::Code::is_retryable)), 4500 `internal_error`,
+    /// 4400 `bad_frame` (a method that is empty, over 128 bytes or has control characters).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tidings_client::Client) -> Result<(), tidings_client::ClientError> {
+    /// let answer = client
+    ///     .rpc("motivation_requested", serde_json::json!({"mood": "tired"}))
+    ///     .await?;
+    /// println!("{}", answer["message"]);
+    /// # Ok(()) }
+    /// ```
+    pub async fn rpc(
+        &self,
+        method: impl Into<String>,
+        data: serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        let operation = Operation::Rpc {
+            method: method.into(),
+            data,
+        };
+        match self.perform(operation).await? {
+            Completion::Rpc(answer) => Ok(answer),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// [`Client::rpc`] with typed arguments and answer: `request` is encoded as JSON
+    /// ([`ClientError::Encode`] when it cannot be), the answer decoded as `Resp`
+    /// ([`ClientError::Decode`] when it does not fit).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tidings_client::Client) -> Result<(), tidings_client::ClientError> {
+    /// #[derive(serde::Serialize)]
+    /// struct Mood { mood: String }
+    /// #[derive(serde::Deserialize)]
+    /// struct Motivation { message: String }
+    ///
+    /// let answer: Motivation = client
+    ///     .rpc_as("motivation_requested", &Mood { mood: "tired".into() })
+    ///     .await?;
+    /// println!("{}", answer.message);
+    /// # Ok(()) }
+    /// ```
+    pub async fn rpc_as<Req, Resp>(
+        &self,
+        method: impl Into<String>,
+        request: &Req,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let data =
+            serde_json::to_value(request).map_err(|e| ClientError::Encode(e.to_string()))?;
+        let answer = self.rpc(method, data).await?;
+        serde_json::from_value(answer).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// Leaves `channel` and removes the handlers registered on its [`Subscription`]s.

@@ -201,6 +201,31 @@ where
     }
 }
 
+/// `Query` whose rejections are API errors (`bad_request` with serde's message), not text.
+pub(crate) struct ApiQuery<T>(T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
 fn api_error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
     let body = ApiError {
         error: ApiErrorBody {
@@ -289,6 +314,8 @@ pub(crate) fn routes(tidings: Tidings) -> Router {
             "/api/openapi.json",
             get(|| async { Json(ApiDoc::openapi()) }),
         )
+        // Unknown API paths answer in the API's JSON, not an empty 404.
+        .route("/api/{*rest}", axum::routing::any(unknown_api_path))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(tidings)
@@ -301,6 +328,17 @@ async fn healthz(State(tidings): State<Tidings>) -> &'static str {
         Some(false) => "degraded: the broker is disconnected; other nodes catch up once it is back",
         _ => "ok",
     }
+}
+
+async fn unknown_api_path(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    api_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no API route {method} {} (see /api/openapi.json)",
+            uri.path()
+        ),
+    )
 }
 
 async fn require_api_key(State(tidings): State<Tidings>, request: Request, next: Next) -> Response {
@@ -342,13 +380,14 @@ async fn publish(
     State(tidings): State<Tidings>,
     ApiJson(body): ApiJson<PublishBody>,
 ) -> Result<Json<PublishAnswer>, PublishError> {
-    let caller = match &body.sender {
-        Some(sender) => Caller::BackendFor { sender },
-        None => Caller::Backend,
-    };
     let published = tidings
         .shared
-        .publish(caller, &body.channel, body.event, body.delivery)
+        .publish(
+            backend_for(body.sender.as_deref()),
+            &body.channel,
+            body.event,
+            body.delivery,
+        )
         .await?;
     Ok(Json(PublishAnswer {
         offset: published.offset,
@@ -356,6 +395,14 @@ async fn publish(
         delivered: published.delivered,
         scope: Scope::Node,
     }))
+}
+
+/// The back end, publishing for `sender` when it names one.
+fn backend_for(sender: Option<&str>) -> Caller<'_> {
+    match sender {
+        Some(sender) => Caller::BackendFor { sender },
+        None => Caller::Backend,
+    }
 }
 
 /// Send a notification to every connection of a user.
@@ -374,17 +421,16 @@ async fn notify_user(
         level: body.level,
         data: body.data,
     };
-    let delivered = match &body.sender {
-        Some(sender) => {
-            let channel = tidings_protocol::user_channel(&id);
-            let event = RawEvent::new(&notification)?;
-            tidings
-                .publish_raw_from(sender, &channel, event, Some(Notification::DELIVERY))
-                .await?
-                .delivered
-        }
-        None => tidings.notify_user(&id, &notification).await?,
-    };
+    let delivered = tidings
+        .shared
+        .publish(
+            backend_for(body.sender.as_deref()),
+            &tidings_protocol::user_channel(&id),
+            RawEvent::new(&notification)?,
+            Some(Notification::DELIVERY),
+        )
+        .await?
+        .delivered;
     Ok(Json(Delivered {
         delivered,
         scope: Scope::Node,
@@ -420,7 +466,7 @@ async fn stats(State(tidings): State<Tidings>) -> Json<Stats> {
     security(("api_key" = [])))]
 async fn users(
     State(tidings): State<Tidings>,
-    axum::extract::Query(query): axum::extract::Query<UsersQuery>,
+    ApiQuery(query): ApiQuery<UsersQuery>,
 ) -> Json<Users> {
     let limit = query
         .limit
@@ -513,7 +559,7 @@ pub(crate) struct HistoryQuery {
 async fn history(
     State(tidings): State<Tidings>,
     Path(name): Path<String>,
-    axum::extract::Query(query): axum::extract::Query<HistoryQuery>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
     headers: axum::http::HeaderMap,
 ) -> Response {
     let shared = &tidings.shared;
@@ -523,7 +569,12 @@ async fn history(
     } else {
         match shared.auth.verify(presented) {
             Ok(claims) => Some((Arc::<str>::from(claims.sub.as_str()), Arc::new(claims))),
-            Err(e) => return api_error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+            Err(e) => {
+                let message = format!(
+                    "send the API key or a user's token as Authorization: Bearer; as a token: {e}"
+                );
+                return api_error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+            }
         }
     };
     let caller = match &user {

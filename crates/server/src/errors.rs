@@ -31,6 +31,9 @@ pub enum PublishError {
     /// A standard event's payload does not match its type.
     #[error("invalid event: {0}")]
     InvalidEvent(String),
+    /// The sender a back end named is not a user id.
+    #[error("invalid sender: {0}")]
+    InvalidSender(String),
     /// The publication store failed; nothing was published.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -45,7 +48,8 @@ impl PublishError {
         match self {
             PublishError::Encode(_)
             | PublishError::InvalidChannel(_)
-            | PublishError::InvalidEvent(_) => Code::BadFrame,
+            | PublishError::InvalidEvent(_)
+            | PublishError::InvalidSender(_) => Code::BadFrame,
             PublishError::Forbidden(_) => Code::Forbidden,
             PublishError::TooLarge { .. } => Code::FrameTooLarge,
             PublishError::Store(_) => Code::Unavailable,

@@ -79,6 +79,16 @@ pub(crate) fn check_channel_name(channel: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// User ids a back end names as a sender: 1–255 bytes, no control characters.
+pub(crate) fn check_sender(sender: &str) -> Result<(), PublishError> {
+    if sender.is_empty() || sender.len() > 255 || sender.chars().any(char::is_control) {
+        return Err(PublishError::InvalidSender(
+            "a sender is a user id of 1 to 255 bytes without control characters".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// The refusal for the `broadcast` pseudo-channel: only `Tidings::broadcast` sends there,
 /// and nothing is stored in it.
 fn reserved(channel: &str) -> Option<String> {
@@ -192,6 +202,9 @@ impl Shared {
         check_channel_name(channel).map_err(PublishError::InvalidChannel)?;
         if let Some(reason) = reserved(channel) {
             return Err(PublishError::Forbidden(reason));
+        }
+        if let Caller::BackendFor { sender } = caller {
+            check_sender(sender)?;
         }
         self.check_size(&event)?;
         event.validate_standard().map_err(|e| {

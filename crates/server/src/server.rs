@@ -261,6 +261,9 @@ impl Tidings {
         sender: Option<&str>,
         event: RawEvent,
     ) -> Result<usize, PublishError> {
+        if let Some(sender) = sender {
+            crate::node::check_sender(sender)?;
+        }
         self.shared.check_size(&event)?;
         if let Some(broker) = self.shared.hub.broker() {
             broker.tell_all(ClusterMessage::Broadcast {

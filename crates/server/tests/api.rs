@@ -280,6 +280,68 @@ async fn the_status_route_is_open_only_when_turned_on() {
 }
 
 #[tokio::test]
+async fn every_api_refusal_is_typed_json() {
+    let server = start().await;
+    let refusal = |status: u16, body: &str| {
+        let value: Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {body}"));
+        (status, value["error"]["code"].as_str().unwrap().to_owned())
+    };
+    let (status, body) = http("GET", &server.http("/api/nope"), Some(API_KEY), None).await;
+    assert_eq!(refusal(status, &body), (404, "not_found".to_owned()));
+    let (status, body) = http("GET", &server.http("/api/status"), None, None).await;
+    assert_eq!(refusal(status, &body), (404, "not_found".to_owned()));
+    let (status, body) = http(
+        "GET",
+        &server.http("/api/channels/c/history?since=abc"),
+        Some(API_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(refusal(status, &body), (400, "bad_request".to_owned()));
+    let (status, body) = http(
+        "GET",
+        &server.http("/api/users?limit=-1"),
+        Some(API_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(refusal(status, &body), (400, "bad_request".to_owned()));
+    for (path, body) in [
+        (
+            "/api/publish",
+            json!({"channel": "c", "sender": "", "event": {"type": "x", "data": {}}}),
+        ),
+        (
+            "/api/notify/user/7",
+            json!({"message": "m", "sender": "a\nb"}),
+        ),
+        (
+            "/api/broadcast",
+            json!({"sender": "", "event": {"type": "x", "data": {}}}),
+        ),
+    ] {
+        let (status, answer) = http("POST", &server.http(path), Some(API_KEY), Some(body)).await;
+        assert_eq!(
+            refusal(status, &answer),
+            (400, "bad_frame".to_owned()),
+            "{path}"
+        );
+        assert!(answer.contains("invalid sender"), "{answer}");
+    }
+    // A wrong key on history says what it expected.
+    let (status, body) = http(
+        "GET",
+        &server.http("/api/channels/c/history"),
+        Some("wrong"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(body.contains("API key"), "{body}");
+}
+
+#[tokio::test]
 async fn openapi_and_metrics_are_served() {
     let server = start().await;
     let mut client = server.connect("7").await;

@@ -260,6 +260,14 @@ pub enum Operation {
         /// At most this many (the server's default without).
         limit: Option<u32>,
     },
+    /// Call `method` of the application's back end with `data` (needs a live connection).
+    /// Sent once: never resent after a reconnect, since the call may not be idempotent.
+    Rpc {
+        /// The method, 1 to 128 bytes without control characters (the server checks).
+        method: String,
+        /// Its arguments, any JSON.
+        data: serde_json::Value,
+    },
 }
 
 /// The successful result of an operation.
@@ -284,6 +292,8 @@ pub enum Completion {
     },
     /// A page of a channel's stored history.
     History(HistoryPage),
+    /// What the back end answered an `rpc` call: any JSON.
+    Rpc(serde_json::Value),
 }
 
 /// An input to the core, with the time it happened passed to

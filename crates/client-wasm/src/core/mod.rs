@@ -56,6 +56,12 @@
 //!   resends). A publish that times out is not resent: its outcome is unknown.
 //! - **Presence** needs a live connection and fails with
 //!   [`ClientError::Disconnected`](crate::ClientError) when the connection drops under it.
+//! - **RPC is at-most-once.** A call ([`Core::rpc`]) needs a live connection and is sent
+//!   exactly once: when the connection drops before the answer it fails with
+//!   [`ClientError::Disconnected`](crate::ClientError) and is *not* resent after the
+//!   reconnect (the back end may already have run it, and it may not be idempotent); after
+//!   the request timeout it fails with [`ClientError::Timeout`](crate::ClientError), its
+//!   outcome unknown. Retrying either is the application's decision.
 
 mod channels;
 mod config;
@@ -71,7 +77,7 @@ pub mod view;
 
 use std::collections::VecDeque;
 
-use tidings_protocol::messages::{Ack, ChannelRef, History, Publish};
+use tidings_protocol::messages::{Ack, ChannelRef, History, Publish, Rpc};
 use tidings_protocol::{ClientFrame, ClientMessage, Code, Delivery, RawEvent};
 
 pub(crate) use config::millis;
@@ -243,6 +249,7 @@ impl Core {
                 before,
                 limit,
             } => self.history(now, channel, since, before, limit),
+            Operation::Rpc { method, data } => self.rpc(now, method, data),
         }
     }
 
@@ -417,6 +424,33 @@ impl Core {
             limit,
         });
         self.send_request(now, message, Request::History { op }, true)?;
+        Ok(op)
+    }
+
+    /// Calls `method` of the application's back end with `data` (needs a live connection:
+    /// [`ClientError::NotConnected`] otherwise). Completes with [`Completion::Rpc`] and the
+    /// back end's answer, or fails with [`ClientError::Server`] carrying the server's code:
+    /// 4004 `not_found` (no back end answers the method), 4003 `forbidden` (the back end
+    /// refused, with its message), 4503 `unavailable` (down or too slow: retryable), 4500
+    /// `internal_error`, 4400 `bad_frame` (a method that is empty, over 128 bytes or has
+    /// control characters). Sent once, never resent: a drop before the answer fails it with
+    /// [`ClientError::Disconnected`].
+    pub fn rpc(
+        &mut self,
+        now: u64,
+        method: impl Into<String>,
+        data: serde_json::Value,
+    ) -> Result<OpId, ClientError> {
+        self.check_open()?;
+        if !self.is_connected() {
+            return Err(ClientError::NotConnected);
+        }
+        let op = self.new_op();
+        let message = ClientMessage::Rpc(Rpc {
+            method: method.into(),
+            data,
+        });
+        self.send_request(now, message, Request::Rpc { op }, true)?;
         Ok(op)
     }
 

@@ -40,6 +40,10 @@ pub(super) enum Request {
     History {
         op: OpId,
     },
+    /// A call to the back end: never resent (it may not be idempotent).
+    Rpc {
+        op: OpId,
+    },
     /// A heartbeat probe.
     Ping,
 }
@@ -109,8 +113,10 @@ impl Core {
 
     /// The connection dropped: settles every request in flight. Publishes go back to the
     /// front of the queue in the order they were sent (at-least-once); unsubscribes are
-    /// done (the server forgot the connection); presence fails; subscribes and pings are
-    /// dropped here because subscriptions are restored from the subscription table.
+    /// done (the server forgot the connection); presence, history and rpc fail with
+    /// [`ClientError::Disconnected`] (an rpc is never resent: the back end may have run it,
+    /// and it may not be idempotent); subscribes and pings are dropped here because
+    /// subscriptions are restored from the subscription table.
     pub(super) fn settle_requests(&mut self, code: Code, reason: &str) {
         let pending = std::mem::take(&mut self.pending);
         let mut resend = Vec::new();
@@ -124,7 +130,7 @@ impl Core {
                     op: Some(op),
                 } => self.complete(op, Ok(Completion::Unsubscribed { channel })),
                 Request::Publish { op, publish } => resend.push(Queued { op, publish }),
-                Request::Presence { op } | Request::History { op } => {
+                Request::Presence { op } | Request::History { op } | Request::Rpc { op } => {
                     let error = ClientError::Disconnected {
                         code,
                         reason: reason.to_owned(),
@@ -147,7 +153,8 @@ impl Core {
                 Request::Unsubscribe { op: Some(op), .. }
                 | Request::Publish { op, .. }
                 | Request::Presence { op }
-                | Request::History { op } => self.complete(op, Err(error.clone())),
+                | Request::History { op }
+                | Request::Rpc { op } => self.complete(op, Err(error.clone())),
                 Request::Subscribe { .. }
                 | Request::Ping
                 | Request::Unsubscribe { op: None, .. } => {}
@@ -244,6 +251,9 @@ impl Core {
             (Request::Presence { op }, Reply::Presence { channel, members }) => {
                 self.complete(op, Ok(Completion::Presence { channel, members }));
             }
+            (Request::Rpc { op }, Reply::Rpc { data }) => {
+                self.complete(op, Ok(Completion::Rpc(data)));
+            }
             (request, reply) => {
                 let error = ClientError::Decode(format!(
                     "the server answered request {id} with a reply of another kind ({})",
@@ -279,7 +289,10 @@ impl Core {
                     self.complete(op, Err(error));
                 }
             }
-            Request::Publish { op, .. } | Request::Presence { op } | Request::History { op } => {
+            Request::Publish { op, .. }
+            | Request::Presence { op }
+            | Request::History { op }
+            | Request::Rpc { op } => {
                 self.complete(op, Err(error));
             }
             Request::Ping => {}
@@ -298,6 +311,7 @@ fn reply_kind(reply: &Reply) -> &'static str {
         Reply::Typing { .. } => "typing",
         Reply::History(_) => "history",
         Reply::Ack { .. } => "ack",
+        Reply::Rpc { .. } => "rpc",
         _ => "unknown",
     }
 }

@@ -9,7 +9,8 @@ use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
 
 use super::convert::{
-    PublishOptions, SubscribeOptions, error_value, from_js, raw_event, to_js, type_error,
+    PublishOptions, SubscribeOptions, error_value, from_js, json_value, raw_event, to_js,
+    type_error,
 };
 use super::driver::{Inner, Pending, Shared};
 use super::handlers::JsHandler;
@@ -105,6 +106,7 @@ pub(super) fn resolved(shared: &Rc<Shared>, done: Completion) -> Result<JsValue,
         Completion::Published(reply) => to_js(&reply),
         Completion::Presence { members, .. } => to_js(&members),
         Completion::History(page) => to_js(&HistoryResult::of(&page)?),
+        Completion::Rpc(data) => to_js(&data),
     }
 }
 
@@ -294,6 +296,25 @@ impl TidingsClient {
             before,
             limit,
         })
+    }
+
+    /// Calls `method` of the application's back end with `data` (any JSON; `undefined` is
+    /// sent as `null`) and resolves with its answer (needs a live connection). Sent once and
+    /// never resent: a connection that drops before the answer rejects with a
+    /// `disconnected` error. The server's refusals reject with kind `server` and its code:
+    /// 4004 (no back end answers the method), 4003 (refused, with the back end's message),
+    /// 4503 (back end down or too slow: retryable), 4500, 4400 (an invalid method name).
+    #[wasm_bindgen(unchecked_return_type = "Promise<unknown>")]
+    pub fn rpc(
+        &self,
+        method: String,
+        #[wasm_bindgen(unchecked_optional_param_type = "unknown")] data: JsValue,
+    ) -> Promise {
+        let data = match json_value(&data) {
+            Ok(data) => data,
+            Err(error) => return Promise::reject(&error_value(&error)),
+        };
+        operation(&self.shared, |_| Operation::Rpc { method, data })
     }
 
     /// Tells the other members of `channel` the user is typing (dropped when disconnected).

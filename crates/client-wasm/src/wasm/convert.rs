@@ -70,6 +70,16 @@ pub(super) fn raw_event(event: &JsValue) -> Result<RawEvent, ClientError> {
         .map_err(|e| ClientError::Encode(format!("an event is {{type: string, data?: any}}: {e}")))
 }
 
+/// Any JavaScript value as JSON (`undefined` is `null`), for an rpc's arguments; an
+/// `encode` error when `JSON.stringify` refuses it (a `BigInt`, a cycle) or makes nothing
+/// of it (a function).
+pub(super) fn json_value(value: &JsValue) -> Result<serde_json::Value, ClientError> {
+    if value.is_undefined() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_str(&stringify(value)?).map_err(|e| ClientError::Encode(e.to_string()))
+}
+
 /// A rejection: a JavaScript `Error` named `TidingsError` with `kind` and `code`.
 pub(super) fn error_value(error: &ClientError) -> JsValue {
     let value = js_sys::Error::new(&error.to_string());
