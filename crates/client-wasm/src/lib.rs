@@ -1,9 +1,10 @@
 //! # tidings-client
 //!
 //! The Tidings client: connect to a Tidings server over WebSocket, subscribe to channels,
-//! receive typed events in order and exactly once per offset, publish, ask for presence;
-//! reconnects with jittered backoff, restores subscriptions with recovery of missed
-//! publications, and queues publishes while offline.
+//! receive typed events in order and exactly once per offset, publish, ask for presence and
+//! history, call the application's back end (`rpc`); reconnects with jittered backoff,
+//! restores subscriptions with recovery of missed publications, and queues publishes while
+//! offline.
 //!
 //! ```no_run
 //! use tidings_client::{Client, ClientError};
@@ -33,6 +34,12 @@
 //!
 //! let members = room.presence().await?;
 //! println!("{} members", members.len());
+//!
+//! // A call answered by the application's back end (`on_rpc`, or `[proxy] rpc`).
+//! let answer = client
+//!     .rpc("motivation_requested", serde_json::json!({"mood": "tired"}))
+//!     .await?;
+//! println!("{}", answer["message"]);
 //! client.close().await;
 //! # Ok(()) }
 //! ```
@@ -59,7 +66,9 @@
 //! Publications with an offset reach handlers in offset order, never twice; after a
 //! reconnect or a gap the client asks the server for exactly what it missed and reports
 //! `recovered: false` when history no longer reaches back. Publishes are at-least-once
-//! across connection drops. Details in [`core`].
+//! across connection drops; rpc calls are at-most-once (a call in flight when the
+//! connection drops fails with [`ClientError::Disconnected`] and is never resent). Details
+//! in [`core`].
 
 pub mod core;
 mod error;

@@ -476,8 +476,7 @@ impl Client {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let data =
-            serde_json::to_value(request).map_err(|e| ClientError::Encode(e.to_string()))?;
+        let data = serde_json::to_value(request).map_err(|e| ClientError::Encode(e.to_string()))?;
         let answer = self.rpc(method, data).await?;
         serde_json::from_value(answer).map_err(|e| ClientError::Decode(e.to_string()))
     }

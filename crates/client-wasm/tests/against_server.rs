@@ -8,14 +8,17 @@
 )]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tidings_client::{Client, ConnectionEvent, State};
-use tidings_protocol::{ChatMessage, Level, Notification};
+use serde_json::json;
+use tidings_client::{Client, ClientError, ConnectionEvent, ErrorKind, State};
+use tidings_protocol::{ChatMessage, Code, Level, Notification};
+use tidings_server::hooks::{HookError, RpcRequest};
 use tidings_server::store::{MemoryStore, Store};
-use tidings_server::{Config, Tidings};
-use tokio::sync::oneshot;
+use tidings_server::{Config, Tidings, TidingsBuilder};
+use tokio::sync::{mpsc, oneshot};
 
 const SECRET: &str = "client-test-secret";
 
@@ -34,11 +37,12 @@ fn config() -> Config {
 
 /// Starts a node on `addr` (port 0 for any) with the given store.
 async fn serve(addr: SocketAddr, store: Arc<dyn Store>) -> (Running, SocketAddr) {
-    let tidings = Tidings::builder()
-        .config(config())
-        .store(store)
-        .build()
-        .unwrap();
+    serve_with(addr, Tidings::builder().config(config()).store(store)).await
+}
+
+/// Starts the node `builder` makes on `addr` (port 0 for any).
+async fn serve_with(addr: SocketAddr, builder: TidingsBuilder) -> (Running, SocketAddr) {
+    let tidings = builder.build().unwrap();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_reuseaddr(true).unwrap();
     socket.bind(addr).unwrap();
@@ -326,4 +330,236 @@ async fn the_offline_inbox_is_delivered_once_and_acknowledged_automatically() {
     eventually("the live one", || seen.lock().unwrap().len() == 3).await;
     again.close().await;
     server.stop().await;
+}
+
+/// What the application's back end saw: every call's method, and who to tell when a
+/// `hang` call arrives.
+#[derive(Default)]
+struct Backend {
+    calls: Mutex<Vec<String>>,
+    hanging: Mutex<Option<mpsc::UnboundedSender<()>>>,
+    hangs: AtomicUsize,
+}
+
+/// The application's `on_rpc` hook: a few methods, each answering one way.
+async fn answer(
+    backend: Arc<Backend>,
+    request: RpcRequest,
+) -> Result<serde_json::Value, HookError> {
+    backend.calls.lock().unwrap().push(request.method.clone());
+    match request.method.as_str() {
+        "echo" => Ok(json!({"user_id": &*request.user_id, "data": request.data})),
+        "motivation_requested" => {
+            let mood = request.data["mood"].as_str().unwrap_or("fine").to_owned();
+            Ok(json!({"message": format!("Keep going, {}! ({mood})", request.user_id)}))
+        }
+        "forbidden" => Err(HookError::Refused("members only".into())),
+        "broken" => Err(HookError::Failed("the database said no".into())),
+        "down" => Err(HookError::Unavailable("maintenance".into())),
+        // Longer than the proxy timeout: the server answers 4503.
+        "slow" => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(json!("too late"))
+        }
+        // Never answers in time; tells the test it arrived.
+        "hang" => {
+            backend.hangs.fetch_add(1, Ordering::SeqCst);
+            if let Some(tell) = &*backend.hanging.lock().unwrap() {
+                let _ = tell.send(());
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(json!("too late"))
+        }
+        other => Err(HookError::NotFound(format!("no method {other}"))),
+    }
+}
+
+/// A node whose `on_rpc` hook is `answer`, with a 500 ms proxy timeout.
+async fn serve_rpc(addr: SocketAddr, backend: Arc<Backend>) -> (Running, SocketAddr) {
+    let mut config = config();
+    config.proxy.timeout = Duration::from_millis(500);
+    let builder = Tidings::builder()
+        .config(config)
+        .store(Arc::new(MemoryStore::new(100)))
+        .on_rpc(move |request| answer(backend.clone(), request));
+    serve_with(addr, builder).await
+}
+
+/// The server's code of a failed call.
+fn server_code(error: &ClientError) -> Option<u16> {
+    match error {
+        ClientError::Server { code, .. } => Some(code.as_u16()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_calls_reach_the_back_end_and_every_refusal_is_typed() {
+    let backend = Arc::new(Backend::default());
+    let (server, addr) = serve_rpc("127.0.0.1:0".parse().unwrap(), backend.clone()).await;
+    let client = Client::builder(format!("ws://{addr}/ws"))
+        .token(token("alice"))
+        .connect()
+        .await
+        .unwrap();
+
+    // Any JSON in, any JSON out; the server adds who called.
+    let answer = client
+        .rpc(
+            "echo",
+            json!({"list": [1, 2.5, "three", null], "nested": {"ok": true}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        answer,
+        json!({"user_id": "alice", "data": {"list": [1, 2.5, "three", null], "nested": {"ok": true}}})
+    );
+    assert_eq!(
+        client.rpc("echo", serde_json::Value::Null).await.unwrap(),
+        json!({"user_id": "alice", "data": null})
+    );
+
+    // Typed both ways.
+    #[derive(serde::Serialize)]
+    struct Mood<'a> {
+        mood: &'a str,
+    }
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Motivation {
+        message: String,
+    }
+    let motivation: Motivation = client
+        .rpc_as("motivation_requested", &Mood { mood: "tired" })
+        .await
+        .unwrap();
+    assert_eq!(motivation.message, "Keep going, alice! (tired)");
+    // An answer of another shape is a decode error, not a panic.
+    let mismatch = client
+        .rpc_as::<_, Motivation>("echo", &Mood { mood: "x" })
+        .await
+        .unwrap_err();
+    assert_eq!(mismatch.kind(), ErrorKind::Decode, "{mismatch}");
+
+    // Refusals carry the server's code and the back end's message.
+    let unknown = client.rpc("nope", json!({})).await.unwrap_err();
+    assert_eq!(server_code(&unknown), Some(4004), "{unknown}");
+    assert!(unknown.to_string().contains("no method nope"), "{unknown}");
+    let refused = client.rpc("forbidden", json!({})).await.unwrap_err();
+    assert_eq!(
+        refused,
+        ClientError::Server {
+            code: Code::Forbidden,
+            message: "members only".into()
+        }
+    );
+    let broken = client.rpc("broken", json!({})).await.unwrap_err();
+    assert_eq!(server_code(&broken), Some(4500), "{broken}");
+    let down = client.rpc("down", json!({})).await.unwrap_err();
+    assert_eq!(server_code(&down), Some(4503), "{down}");
+    assert!(down.code().unwrap().is_retryable());
+    assert!(down.to_string().contains("maintenance"), "{down}");
+    // Too slow for the proxy timeout: 4503 as well, long before the client's own timeout.
+    let started = std::time::Instant::now();
+    let slow = client.rpc("slow", json!({})).await.unwrap_err();
+    assert_eq!(server_code(&slow), Some(4503), "{slow}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // Method names the server will not pass on.
+    for bad in [String::new(), "m".repeat(129), "line\nbreak".to_owned()] {
+        let error = client.rpc(bad.clone(), json!({})).await.unwrap_err();
+        assert_eq!(server_code(&error), Some(4400), "{bad:?}: {error}");
+    }
+    assert_eq!(
+        client
+            .rpc("m".repeat(128), json!({}))
+            .await
+            .map_err(|e| server_code(&e)),
+        Err(Some(4004))
+    );
+
+    // None of that hurt the connection.
+    assert_eq!(client.state(), State::Connected);
+    assert_eq!(client.rpc("echo", json!(1)).await.unwrap()["data"], 1);
+    let calls = backend.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|m| m.is_empty() || m.len() > 128 || m.contains('\n'))
+            .count(),
+        0,
+        "invalid methods never reach the back end: {calls:?}"
+    );
+    client.close().await;
+    let closed = client.rpc("echo", json!({})).await.unwrap_err();
+    assert_eq!(closed.kind(), ErrorKind::Closed);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rpc_in_flight_when_the_server_restarts_fails_and_is_not_sent_again() {
+    let backend = Arc::new(Backend::default());
+    let (arrived, mut arrivals) = mpsc::unbounded_channel();
+    *backend.hanging.lock().unwrap() = Some(arrived);
+    let (first, addr) = serve_rpc("127.0.0.1:0".parse().unwrap(), backend.clone()).await;
+    let client = Client::builder(format!("ws://{addr}/ws"))
+        .token(token("alice"))
+        .connect()
+        .await
+        .unwrap();
+
+    let calling = tokio::spawn({
+        let client = client.clone();
+        async move { client.rpc("hang", json!({"cents": 100})).await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    // The node shuts down (1012) while the back end is still thinking.
+    first.stop().await;
+    let error = tokio::time::timeout(Duration::from_secs(10), calling)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            ClientError::Disconnected {
+                code: Code::ServerRestart,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.code().unwrap().is_retryable());
+
+    // Back on the same port with the same back end: the client reconnects, and the call
+    // it lost is not made again.
+    let (second, _) = serve_rpc(addr, backend.clone()).await;
+    let mut states = client.state_changes();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        states.wait_for(|s| *s == State::Connected),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        client.rpc("echo", json!("after")).await.unwrap()["data"],
+        "after"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        backend.hangs.load(Ordering::SeqCst),
+        1,
+        "the back end ran the call once"
+    );
+    assert_eq!(*backend.calls.lock().unwrap(), ["hang", "echo"]);
+    client.close().await;
+    second.stop().await;
 }

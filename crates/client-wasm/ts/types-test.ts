@@ -35,6 +35,8 @@ async function main() {
   await client.publish("c", { type: "notification", data: { message: "x", level: "success" } }, { delivery: "ephemeral" });
   const members = await room.presence();
   const who: string = members[0].user_id;
+  const answer: unknown = await client.rpc("echo", { mood: "tired" });
+  await client.rpc("ping");
   const st = client.state;
   client.close();
   const frame = {} as ServerFrame;
@@ -56,4 +58,8 @@ async function bad(client: TidingsClient) {
   client.on("state", (change: number) => {});
   // @ts-expect-error: chat_message content must be string
   await client.publish("c", { type: "chat_message", data: { id: "1", content: 5 } });
+  // @ts-expect-error: an rpc answer is unknown until the application says what it is
+  const text: string = await client.rpc("echo", {});
+  // @ts-expect-error: the method is a string
+  await client.rpc(5, {});
 }

@@ -10,7 +10,8 @@ use crate::auth::{AccessRequest, Authenticator, AuthorizeFn, KeyError};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::hooks::{
-    HookError, Hooks, PublishDecision, PublishRequest, RpcRequest, SubscribeRequest,
+    ConnectAttempt, ConnectDecision, HookError, Hooks, PublishDecision, PublishRequest, RpcRequest,
+    SubscribeRequest,
 };
 use crate::hub::Hub;
 use crate::node::Shared;
@@ -102,6 +103,20 @@ impl TidingsBuilder {
         Fut: Future<Output = bool> + Send + 'static,
     {
         self.authorizer = Some(Arc::new(move |request| Box::pin(hook(request))));
+        self
+    }
+
+    /// Asks the application about every connection after its token is checked (or, with
+    /// no token, instead of it): `Ok(ConnectDecision::default())` admits it as it is,
+    /// [`ConnectDecision::user`] names the user (a session cookie in `headers`),
+    /// `.channels(..)` limits what it may use; `Err(Refused)` closes it with 4003,
+    /// `Err(Unavailable)` with a retryable 4503. Replaces `[proxy] connect`.
+    pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(ConnectAttempt) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ConnectDecision, HookError>> + Send + 'static,
+    {
+        self.hooks.connect = Some(crate::hooks::boxed(hook));
         self
     }
 
@@ -249,12 +264,16 @@ impl TidingsBuilder {
 fn proxy_hooks(mut hooks: Hooks, config: &Config) -> Result<Hooks, BuildError> {
     hooks.timeout = config.proxy.timeout;
     let proxy = &config.proxy;
-    if proxy.subscribe.is_none() && proxy.publish.is_none() && proxy.rpc.is_none() {
+    let urls = [&proxy.connect, &proxy.subscribe, &proxy.publish, &proxy.rpc];
+    if urls.iter().all(|url| url.is_none()) {
         return Ok(hooks);
     }
     #[cfg(feature = "webhooks")]
     {
         let client = Arc::new(crate::proxy::ProxyClient::new(proxy).map_err(BuildError::Proxy)?);
+        if hooks.connect.is_none() && proxy.connect.is_some() {
+            hooks.connect = Some(client.connect_hook());
+        }
         if hooks.subscribe.is_none() && proxy.subscribe.is_some() {
             hooks.subscribe = Some(client.subscribe_hook());
         }

@@ -2,7 +2,7 @@
 //! that passes is handed to [`connection::serve`]; one that does not is refused with a typed
 //! close code (or an HTTP status before the upgrade).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -16,6 +16,7 @@ use tidings_protocol::{Code, PROTOCOL_VERSION, SUBPROTOCOL, TOKEN_SUBPROTOCOL_PR
 use crate::Tidings;
 use crate::auth::Claims;
 use crate::connection::{self, Admission};
+use crate::hooks::ConnectAttempt;
 use crate::node::Shared;
 
 /// The device of connections that do not name one.
@@ -31,7 +32,14 @@ pub struct ConnectRequest {
     offered_versions: Vec<(String, Option<u32>)>,
     /// `?device=`: names the device whose inbox position this connection uses.
     device: String,
+    /// The path, for the connect hook.
+    path: String,
+    /// The headers the connect hook sees (cookie, origin, user agent, forwarding).
+    hook_headers: BTreeMap<String, String>,
 }
+
+/// Headers passed to the connect hook: enough to recognise a session without a token.
+const HOOK_HEADERS: [header::HeaderName; 3] = [header::COOKIE, header::ORIGIN, header::USER_AGENT];
 
 impl<S: Send + Sync> FromRequestParts<S> for ConnectRequest {
     type Rejection = Response;
@@ -70,9 +78,19 @@ impl<S: Send + Sync> FromRequestParts<S> for ConnectRequest {
             .filter(|d| valid_device(d))
             .cloned()
             .unwrap_or_else(|| DEFAULT_DEVICE.to_owned());
+        let mut hook_headers = BTreeMap::new();
+        let forwarding = ["x-forwarded-for", "x-real-ip"];
+        let names = HOOK_HEADERS.iter().map(header::HeaderName::as_str);
+        for name in names.chain(forwarding) {
+            if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                hook_headers.insert(name.to_owned(), value.to_owned());
+            }
+        }
         Ok(ConnectRequest {
             upgrade,
             device,
+            path: parts.uri.path().to_owned(),
+            hook_headers,
             token,
             origin: headers
                 .get(header::ORIGIN)
@@ -147,6 +165,8 @@ impl IntoResponse for Accept {
         }
         let pending = Pending {
             shared,
+            path: request.path,
+            hook_headers: request.hook_headers,
             token: request.token,
             device: request.device,
             bound_channel: self.bound_channel,
@@ -201,6 +221,8 @@ fn speaks_v1(offered: &[(String, Option<u32>)]) -> Result<(), String> {
 /// An upgraded socket waiting for its token to be checked.
 struct Pending {
     shared: Arc<Shared>,
+    path: String,
+    hook_headers: BTreeMap<String, String>,
     token: Option<String>,
     device: String,
     bound_channel: Option<String>,
@@ -210,17 +232,35 @@ struct Pending {
 impl Pending {
     async fn admit(self, socket: WebSocket) {
         let token = self.token.as_deref().filter(|token| !token.is_empty());
+        let has_hook = self.shared.hooks.connect.is_some();
         let verified = match token {
+            // The connect hook may know the user without a token (a session cookie).
+            None if has_hook => Ok(None),
             None if self.shared.config.allow_anonymous => {
-                Ok(anonymous(self.expected_user.as_deref()))
+                Ok(Some(anonymous(self.expected_user.as_deref())))
             }
-            _ => self.shared.auth.verify(token),
+            _ => self.shared.auth.verify(token).map(Some),
         };
         let claims = match verified {
             Ok(claims) => claims,
             Err(e) => {
                 tracing::debug!(error = %e, "refused connection");
                 return connection::refuse(socket, Code::Unauthenticated, e.to_string()).await;
+            }
+        };
+        let claims = if has_hook {
+            match self.ask_connect_hook(claims).await {
+                Ok(claims) => claims,
+                Err((code, reason)) => return connection::refuse(socket, code, reason).await,
+            }
+        } else {
+            // Without a hook a token (or anonymity) was required above.
+            match claims {
+                Some(claims) => claims,
+                None => {
+                    let reason = crate::auth::AuthError::Missing.to_string();
+                    return connection::refuse(socket, Code::Unauthenticated, reason).await;
+                }
             }
         };
         if let Some(expected) = self.expected_user
@@ -235,6 +275,58 @@ impl Pending {
             device: self.device,
         };
         connection::serve(self.shared, socket, admission).await;
+    }
+}
+
+impl Pending {
+    /// The connect hook's decision applied to the token's claims (if any): the user it
+    /// names, the channels it grants; or the close code and reason.
+    async fn ask_connect_hook(&self, claims: Option<Claims>) -> Result<Claims, (Code, String)> {
+        let Some(hook) = &self.shared.hooks.connect else {
+            return claims.ok_or((Code::Unauthenticated, "missing token".to_owned()));
+        };
+        let claims = claims.map(Arc::new);
+        let attempt = ConnectAttempt {
+            user_id: claims.as_ref().map(|c| Arc::from(c.sub.as_str())),
+            claims: claims.clone(),
+            path: self.path.clone(),
+            headers: self.hook_headers.clone(),
+        };
+        let decision = self
+            .shared
+            .hooks
+            .bounded(hook(attempt))
+            .await
+            .map_err(|e| (e.code(), e.to_string()))?;
+        let mut claims = match (claims, decision.user_id) {
+            (Some(claims), None) => Arc::unwrap_or_clone(claims),
+            (Some(claims), Some(user_id)) => {
+                let mut claims = Arc::unwrap_or_clone(claims);
+                claims.sub = user_id;
+                claims
+            }
+            (None, Some(user_id)) => Claims {
+                sub: user_id,
+                exp: u64::MAX,
+                channels: None,
+                extra: serde_json::Map::new(),
+            },
+            (None, None) if self.shared.config.allow_anonymous => {
+                anonymous(self.expected_user.as_deref())
+            }
+            (None, None) => {
+                let reason = "no token, and the connect hook named no user".to_owned();
+                return Err((Code::Unauthenticated, reason));
+            }
+        };
+        if crate::node::check_sender(&claims.sub).is_err() {
+            let reason = "the connect hook named an invalid user id".to_owned();
+            return Err((Code::InternalError, reason));
+        }
+        if let Some(channels) = decision.channels {
+            claims.channels = Some(channels);
+        }
+        Ok(claims)
     }
 }
 

@@ -48,6 +48,50 @@ impl HookError {
     }
 }
 
+/// A connection being admitted, as the connect hook sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectAttempt {
+    /// The token's user; `None` without a token (the hook may then decide who it is, e.g.
+    /// from a session cookie).
+    pub user_id: Option<Arc<str>>,
+    /// The token's claims, when there is a token.
+    pub claims: Option<Arc<Claims>>,
+    /// The request path (`/ws`, or a route's).
+    pub path: String,
+    /// The request's `cookie`, `origin`, `user-agent`, `x-forwarded-for` and `x-real-ip`
+    /// headers, when present.
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// What the connect hook decided: `Default` admits the connection as it is.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ConnectDecision {
+    /// The user this connection is (required when there was no token).
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// The channels this connection may use (exact names or `prefix*`), like a token's
+    /// `channels` claim; `None` keeps the token's.
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
+}
+
+impl ConnectDecision {
+    /// Admits the connection as this user.
+    pub fn user(user_id: impl Into<String>) -> ConnectDecision {
+        ConnectDecision {
+            user_id: Some(user_id.into()),
+            channels: None,
+        }
+    }
+
+    /// Limits the connection to these channels.
+    pub fn channels(mut self, channels: Vec<String>) -> ConnectDecision {
+        self.channels = Some(channels);
+        self
+    }
+}
+
 /// A user asks to read a channel (subscribe, a route's channel, history, presence).
 #[derive(Debug, Clone, Serialize)]
 pub struct SubscribeRequest {
@@ -96,6 +140,9 @@ pub struct RpcRequest {
     pub claims: Arc<Claims>,
 }
 
+pub(crate) type ConnectFn = Arc<
+    dyn Fn(ConnectAttempt) -> BoxFuture<'static, Result<ConnectDecision, HookError>> + Send + Sync,
+>;
 pub(crate) type SubscribeFn =
     Arc<dyn Fn(SubscribeRequest) -> BoxFuture<'static, Result<(), HookError>> + Send + Sync>;
 pub(crate) type PublishFn = Arc<
@@ -108,6 +155,7 @@ pub(crate) type RpcFn = Arc<
 /// The hooks a node calls; each is optional.
 #[derive(Clone, Default)]
 pub(crate) struct Hooks {
+    pub(crate) connect: Option<ConnectFn>,
     pub(crate) subscribe: Option<SubscribeFn>,
     pub(crate) publish: Option<PublishFn>,
     pub(crate) rpc: Option<RpcFn>,

@@ -3,19 +3,23 @@
 //!
 //! Each call is a `POST` of JSON with
 //! - `Content-Type: application/json`,
-//! - `X-Tidings-Proxy: subscribe | publish | rpc`,
+//! - `X-Tidings-Proxy: connect | subscribe | publish | rpc`,
 //! - with `proxy.secret`: `X-Tidings-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
 //!   "<t>.<body>")>`, exactly as on webhooks.
 //!
 //! | call | body | answer (`200`, JSON) |
 //! |---|---|---|
+//! | connect | `{user_id, claims, path, headers}` (`user_id` and `claims` are `null` without a token; `headers`: cookie, origin, user-agent, x-forwarded-for, x-real-ip) | `{}` admits as is; `{"user_id": "..."}` names the user; `{"channels": [...]}` limits its channels; `{"allow": false, "message": "..."}` closes it with 4003 |
 //! | subscribe | `{user_id, channel, claims}` | `{}` or `{"allow": true}`; `{"allow": false, "message": "..."}` refuses (4003) |
 //! | publish | `{user_id, channel, event: {type, data}, claims}` | `{}` publishes as sent; `{"event": {...}}` publishes that instead; `{"allow": false, "message": "..."}` refuses (4003) |
 //! | rpc | `{user_id, method, data, claims}` | `{"data": ...}` is the reply; `{"error": {"code": "not_found", "message": "..."}}` (4004), any other code refuses (4003) |
 //!
-//! An empty `200` body counts as `{}`. A `403` refuses, with its body as the message. A
-//! `5xx`, a refused connection or no answer within `proxy.timeout` is 4503 `unavailable`
-//! (subscribe calls are tried `proxy.retries` more times first; publish and rpc never, as
+//! An empty or `null` `200` body counts as `{}`; a field not listed here is an error (so a
+//! misspelt `allowed` never passes as an allow). A `403` refuses, with its message (ours,
+//! FastAPI's `detail`, or the body as text). A `500` is the app's failure (4500, not
+//! repeated). Another `5xx`, a refused connection or no answer within `proxy.timeout` is
+//! 4503 `unavailable`
+//! (connect and subscribe calls are tried `proxy.retries` more times first; publish and rpc never, as
 //! they may not be idempotent). Any other status, or an answer that is not one of the
 //! above, is 4500.
 
@@ -26,7 +30,9 @@ use serde_json::Value;
 use tidings_protocol::RawEvent;
 
 use crate::config::ProxyConfig;
-use crate::hooks::{HookError, PublishDecision, PublishFn, RpcFn, SubscribeFn};
+use crate::hooks::{
+    ConnectDecision, ConnectFn, HookError, PublishDecision, PublishFn, RpcFn, SubscribeFn,
+};
 use crate::time::now_ms;
 
 /// Largest proxy answer read: bigger is a failure, not an allocation.
@@ -38,8 +44,10 @@ pub(crate) struct ProxyClient {
     config: ProxyConfig,
 }
 
-/// What the application answers; every field optional (see the module table).
+/// What the application answers; every field optional (see the module table). Unknown
+/// fields are an error: `{"allowed": false}` must not pass as an allow.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Answer {
     #[serde(default)]
     allow: Option<bool>,
@@ -51,6 +59,10 @@ struct Answer {
     data: Option<Value>,
     #[serde(default)]
     error: Option<AnswerError>,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +163,11 @@ impl ProxyClient {
                 bytes.len()
             )));
         }
+        // 500 is the app's own failure (a handler that raised): not worth repeating. The
+        // other 5xx are a gateway or an app that is down or overloaded.
+        if status == reqwest::StatusCode::INTERNAL_SERVER_ERROR {
+            return Err(HookError::Failed(format!("{kind} proxy: HTTP {status}")));
+        }
         if status.is_server_error() {
             return Err(HookError::Unavailable(format!(
                 "{kind} proxy: HTTP {status}"
@@ -158,10 +175,20 @@ impl ProxyClient {
         }
         if status == reqwest::StatusCode::FORBIDDEN {
             let text = String::from_utf8_lossy(&bytes).trim().to_owned();
-            // A JSON answer with a message says it best; else the body as text.
+            // A JSON answer with a message says it best (ours, or FastAPI's
+            // `{"detail": "..."}`); else the body as text.
+            let detail = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|value| {
+                    value
+                        .get("detail")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
             let message = serde_json::from_slice::<Answer>(&bytes)
                 .ok()
                 .and_then(|answer| answer.refusal().map(|refusal| refusal.to_string()))
+                .or(detail)
                 .unwrap_or(if text.is_empty() {
                     "refused by the back end".to_owned()
                 } else {
@@ -172,7 +199,8 @@ impl ProxyClient {
         if !status.is_success() {
             return Err(HookError::Failed(format!("{kind} proxy: HTTP {status}")));
         }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        // An empty body or `null` (a handler returning nothing) is `{}`.
+        if matches!(String::from_utf8_lossy(&bytes).trim(), "" | "null") {
             return Ok(Answer::default());
         }
         serde_json::from_slice(&bytes)
@@ -181,6 +209,27 @@ impl ProxyClient {
 
     fn encode(request: &impl serde::Serialize) -> Result<String, HookError> {
         serde_json::to_string(request).map_err(|e| HookError::Failed(e.to_string()))
+    }
+
+    pub(crate) fn connect_hook(self: &Arc<Self>) -> ConnectFn {
+        let proxy = Arc::clone(self);
+        Arc::new(move |attempt| {
+            let proxy = Arc::clone(&proxy);
+            Box::pin(async move {
+                let url = proxy.config.connect.as_deref().unwrap_or_default();
+                let body = Self::encode(&attempt)?;
+                let answer = proxy
+                    .call("connect", url, body, proxy.config.retries)
+                    .await?;
+                if let Some(refusal) = answer.refusal() {
+                    return Err(refusal);
+                }
+                Ok(ConnectDecision {
+                    user_id: answer.user_id,
+                    channels: answer.channels,
+                })
+            })
+        })
     }
 
     pub(crate) fn subscribe_hook(self: &Arc<Self>) -> SubscribeFn {

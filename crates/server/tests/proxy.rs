@@ -60,6 +60,12 @@ async fn start_app(seen: Arc<Mutex<Seen>>) -> SocketAddr {
             let request = check(&headers, &body);
             match request["channel"].as_str().unwrap() {
                 "ticket:down" => StatusCode::BAD_GATEWAY.into_response(),
+                "ticket:fastapi" => {
+                    (StatusCode::FORBIDDEN, Json(json!({"detail": "archived"}))).into_response()
+                }
+                "ticket:typo" => Json(json!({"allowed": false})).into_response(),
+                "ticket:null" => Json(Value::Null).into_response(),
+                "ticket:crash" => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
                 "ticket:2" => {
                     Json(json!({"allow": false, "message": "not your ticket"})).into_response()
                 }
@@ -107,7 +113,22 @@ async fn start_app(seen: Arc<Mutex<Seen>>) -> SocketAddr {
             }
         }
     };
+    let connect = {
+        let check = check.clone();
+        move |headers: HeaderMap, body: String| async move {
+            let request = check(&headers, &body);
+            let cookie = request["headers"]["cookie"].as_str().unwrap_or_default();
+            match (request["user_id"].as_str(), cookie) {
+                (None, "session=bob-session") => Json(json!({"user_id": "bob"})),
+                (None, _) => Json(json!({"allow": false, "message": "log in first"})),
+                (Some("mallory"), _) => Json(json!({"allow": false, "message": "banned"})),
+                (Some("carol"), _) => Json(json!({"channels": ["ticket:*"]})),
+                (Some(_), _) => Json(json!({})),
+            }
+        }
+    };
     let app = axum::Router::new()
+        .route("/tidings/connect", post(connect))
         .route("/tidings/subscribe", post(subscribe))
         .route("/tidings/publish", post(publish))
         .route("/tidings/rpc", post(rpc));
@@ -230,6 +251,23 @@ async fn the_back_end_decides_who_reads_a_channel() {
         .call("subscribe", json!({"channel": "ticket:down"}))
         .await;
     assert_eq!(code_of(&down), 4503);
+    let fastapi = client
+        .call("subscribe", json!({"channel": "ticket:fastapi"}))
+        .await;
+    assert_eq!(
+        (code_of(&fastapi), error(&fastapi).message.as_str()),
+        (4003, "archived")
+    );
+    // A misspelt answer is a failure, never an allow; `null` is `{}`; a crash is 4500.
+    let typo = client
+        .call("subscribe", json!({"channel": "ticket:typo"}))
+        .await;
+    assert_eq!(code_of(&typo), 4500);
+    client.subscribe("ticket:null").await;
+    let crash = client
+        .call("subscribe", json!({"channel": "ticket:crash"}))
+        .await;
+    assert_eq!(code_of(&crash), 4500);
     // History asks too.
     let history = client.call("history", json!({"channel": "ticket:2"})).await;
     assert_eq!(code_of(&history), 4003);
@@ -256,6 +294,12 @@ async fn the_back_end_decides_who_reads_a_channel() {
         .filter(|(_, call)| call["channel"] == "ticket:down")
         .count();
     assert_eq!(tries, 2);
+    let crashes = seen
+        .calls
+        .iter()
+        .filter(|(_, call)| call["channel"] == "ticket:crash")
+        .count();
+    assert_eq!(crashes, 1, "a 500 is not repeated");
 }
 
 #[tokio::test]
@@ -333,4 +377,58 @@ async fn an_embedding_app_sets_the_same_as_hooks() {
         (4003, "members only")
     );
     client.subscribe("lobby").await;
+}
+
+#[tokio::test]
+async fn the_back_end_admits_names_and_limits_connections() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let app = start_app(seen.clone()).await;
+    let mut config = proxied(app);
+    config.proxy.connect = Some(format!("http://{app}/tidings/connect"));
+    let server = start_config(config).await;
+    let addr = server.addr;
+    // A token the app accepts as is.
+    server.connect("alice").await;
+    // No token: the app knows the user by its session cookie.
+    let mut bob = Client::open_with(
+        &format!("ws://{addr}/ws"),
+        &[("cookie", "session=bob-session".to_owned())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(as_json(&bob.recv().await)["data"]["user_id"], "bob");
+    let mut stranger = Client::open(&format!("ws://{addr}/ws")).await;
+    let closed = stranger.expect_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4003, "log in first")
+    );
+    let mut mallory = Client::open(&server.url("mallory")).await;
+    let closed = mallory.expect_close().await;
+    assert_eq!((closed.code, closed.reason.as_str()), (4003, "banned"));
+    // Granted channels limit what the connection may use.
+    let mut carol = server.connect("carol").await;
+    carol.subscribe("ticket:9").await;
+    let lobby = carol.call("subscribe", json!({"channel": "lobby"})).await;
+    assert_eq!(code_of(&lobby), 4003);
+    let seen = seen.lock().unwrap();
+    let (_, first) = seen
+        .calls
+        .iter()
+        .find(|(kind, _)| kind == "connect")
+        .unwrap();
+    assert_eq!(first["path"], "/ws");
+    assert_eq!(first["claims"]["sub"], "alice");
+}
+
+#[tokio::test]
+async fn a_connect_back_end_that_is_down_closes_with_4503() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let mut config = config();
+    config.proxy.connect = Some(format!("http://{addr}/tidings/connect"));
+    let server = start_config(config).await;
+    let mut client = Client::open(&server.url("alice")).await;
+    assert_eq!(client.expect_close().await.code, 4503);
 }

@@ -1,5 +1,6 @@
 """What the tests share: the real `tidings` binary on a free port, a webhook receiver it
-delivers to, and small WebSocket clients (sync and asyncio) speaking docs/protocol.md."""
+delivers to, an ASGI app (the back end of `[proxy]`) served by uvicorn in a thread, and
+small WebSocket clients (sync and asyncio) speaking docs/protocol.md."""
 
 from __future__ import annotations
 
@@ -126,6 +127,42 @@ class WebhookReceiver:
                     kinds = [h.header("X-Tidings-Event") for h in self.received[-20:]]
                     raise AssertionError(f"no matching webhook within {timeout}s; last kinds: {kinds}")
                 self._cond.wait(left)
+
+
+# ---------------------------------------------------------------- an ASGI back end
+
+
+class AppServer:
+    """An ASGI app (FastAPI) served by uvicorn on 127.0.0.1 in a thread of the tests."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn  # the `test` extra
+
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1
+        )
+        self._server = uvicorn.Server(config)
+        # Off the main thread uvicorn installs no signal handlers.
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    def start(self) -> "AppServer":
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._socket.close()
 
 
 # ---------------------------------------------------------------- the server
@@ -435,6 +472,7 @@ __all__ = [
     "Server",
     "WebhookReceiver",
     "ReceivedWebhook",
+    "AppServer",
     "WsClient",
     "AsyncWsClient",
     "ws_client",

@@ -363,3 +363,101 @@ async fn a_built_client_waits_for_start_and_its_handlers_hear_the_first_frames()
     }
     client.close().await;
 }
+
+/// The next rpc frame from the client, skipping others (restored subscribes): id, method.
+async fn next_rpc(ws: &mut Peer) -> (u64, String, serde_json::Value) {
+    loop {
+        let frame = next_frame(ws).await;
+        if let ClientMessage::Rpc(rpc) = frame.message {
+            return (frame.id.unwrap(), rpc.method, rpc.data);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_rpc_is_answered_and_one_in_flight_at_a_drop_fails_without_a_resend() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let connecting = tokio::spawn(
+        Client::builder(url)
+            .token("t")
+            .backoff(fast_backoff())
+            .connect(),
+    );
+    let (mut ws, _, _) = accept(&listener).await;
+    send(&mut ws, connected(0)).await;
+    let client = timeout(WAIT, connecting).await.unwrap().unwrap().unwrap();
+
+    let calling = tokio::spawn({
+        let client = client.clone();
+        async move { client.rpc("echo", serde_json::json!({"n": 1})).await }
+    });
+    let (id, method, data) = next_rpc(&mut ws).await;
+    assert_eq!(
+        (method.as_str(), data),
+        ("echo", serde_json::json!({"n": 1}))
+    );
+    send(
+        &mut ws,
+        format!(
+            r#"{{"type":"reply","id":{id},"data":{{"kind":"rpc","data":{{"n":1,"echoed":true}}}}}}"#
+        ),
+    )
+    .await;
+    let answer = timeout(WAIT, calling).await.unwrap().unwrap().unwrap();
+    assert_eq!(answer, serde_json::json!({"n": 1, "echoed": true}));
+
+    // A call in flight when the server goes away fails at once, typed and retryable.
+    let calling = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .rpc("charge_card", serde_json::json!({"cents": 100}))
+                .await
+        }
+    });
+    let (_, method, _) = next_rpc(&mut ws).await;
+    assert_eq!(method, "charge_card");
+    let frame = CloseFrame {
+        code: 1012.into(),
+        reason: "restart".into(),
+    };
+    ws.close(Some(frame)).await.unwrap();
+    let error = timeout(WAIT, calling).await.unwrap().unwrap().unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Disconnected { code, .. } if code.as_u16() == 1012),
+        "{error:?}"
+    );
+    assert_eq!(error.code().map(|c| c.is_retryable()), Some(true));
+
+    // After the reconnect the first rpc on the wire is a new call: the old one is not resent.
+    let (mut ws, _, _) = accept(&listener).await;
+    send(&mut ws, connected(0)).await;
+    let mut states = client.state_changes();
+    timeout(WAIT, states.wait_for(|s| *s == State::Connected))
+        .await
+        .unwrap()
+        .unwrap();
+    let calling = tokio::spawn({
+        let client = client.clone();
+        async move { client.rpc("after", serde_json::Value::Null).await }
+    });
+    let (id, method, _) = next_rpc(&mut ws).await;
+    assert_eq!(method, "after", "the dropped call was sent again");
+    send(
+        &mut ws,
+        format!(
+            r#"{{"type":"error","id":{id},"data":{{"code":4004,"message":"no such method"}}}}"#
+        ),
+    )
+    .await;
+    let error = timeout(WAIT, calling).await.unwrap().unwrap().unwrap_err();
+    assert_eq!(
+        error,
+        ClientError::Server {
+            code: 4004.into(),
+            message: "no such method".into()
+        }
+    );
+    client.close().await;
+}

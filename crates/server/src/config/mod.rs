@@ -141,6 +141,7 @@ pub struct Config {
 ///
 /// ```toml
 /// [proxy]
+/// connect = "http://127.0.0.1:9000/tidings/connect"     # name the user (a session cookie), grant channels
 /// subscribe = "http://127.0.0.1:9000/tidings/subscribe" # allow or deny reads of a channel
 /// publish = "http://127.0.0.1:9000/tidings/publish"     # allow, refuse or rewrite publications
 /// rpc = "http://127.0.0.1:9000/tidings/rpc"             # answer clients' rpc calls
@@ -150,6 +151,9 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
+    /// Asked about every connection (after its token is checked, or instead of a token):
+    /// may name the user and the channels it may use.
+    pub connect: Option<String>,
     /// Asked before a user reads a channel (subscribe, a route's channel, history,
     /// presence).
     pub subscribe: Option<String>,
@@ -171,6 +175,7 @@ pub struct ProxyConfig {
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
+            connect: None,
             subscribe: None,
             publish: None,
             rpc: None,

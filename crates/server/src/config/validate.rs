@@ -60,6 +60,7 @@ impl Config {
     fn check_proxy(&self) -> Result<(), ConfigError> {
         let proxy = &self.proxy;
         for (setting, url) in [
+            ("proxy.connect", &proxy.connect),
             ("proxy.subscribe", &proxy.subscribe),
             ("proxy.publish", &proxy.publish),
             ("proxy.rpc", &proxy.rpc),

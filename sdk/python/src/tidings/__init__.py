@@ -5,7 +5,10 @@
 - :mod:`tidings.tokens`: HS256 client tokens (:func:`mint_token`, :func:`verify_token`);
 - :mod:`tidings.webhooks`: webhook signatures and typed events
   (:func:`verify_signature`, :func:`parse_event`, :func:`construct_event`);
-- :mod:`tidings.fastapi`: a FastAPI dependency for webhooks (optional extra);
+- :mod:`tidings.proxy`: answering the server's back-end proxy calls (subscribe, publish,
+  rpc): typed requests and answers, :func:`tidings.proxy.verify_and_parse`;
+- :mod:`tidings.fastapi`: a FastAPI dependency for webhooks and
+  :class:`~tidings.fastapi.ProxyRouter` for proxy calls (optional extra);
 - :mod:`tidings.errors`: the exception hierarchy (:class:`TidingsError` and below).
 """
 
@@ -27,6 +30,7 @@ from .errors import (
     TokenError,
     TokenExpiredError,
     UnavailableError,
+    ProxyRequestError,
     UnexpectedResponseError,
     WebhookSignatureError,
 )
@@ -98,4 +102,5 @@ __all__ = [
     "SignatureFormatError",
     "SignatureMismatchError",
     "SignatureTimestampError",
+    "ProxyRequestError",
 ]

@@ -16,10 +16,12 @@ Everything derives from :class:`TidingsError`::
     │       └── UnavailableError      503: unavailable (the store failed, shutting down)
     ├── TokenError                    tidings.tokens: a token that does not verify
     │   └── TokenExpiredError
-    └── WebhookSignatureError         tidings.webhooks: a webhook that does not verify
-        ├── SignatureFormatError      the header is missing or malformed
-        ├── SignatureMismatchError    no signature matches the body
-        └── SignatureTimestampError   the timestamp is too old (or too far ahead)
+    ├── WebhookSignatureError         tidings.webhooks (and tidings.proxy): a signature that does not verify
+    │   ├── SignatureFormatError      the header is missing or malformed
+    │   ├── SignatureMismatchError    no signature matches the body
+    │   └── SignatureTimestampError   the timestamp is too old (or too far ahead)
+    └── ProxyRequestError             tidings.proxy: a signed request that is not a proxy call
+                                      (wrong X-Tidings-Proxy kind, unreadable body); also a ValueError
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "SignatureFormatError",
     "SignatureMismatchError",
     "SignatureTimestampError",
+    "ProxyRequestError",
 ]
 
 
@@ -166,7 +169,7 @@ class TokenExpiredError(TokenError):
 
 
 class WebhookSignatureError(TidingsError):
-    """A webhook request does not carry a valid ``X-Tidings-Signature``."""
+    """A webhook or proxy request does not carry a valid ``X-Tidings-Signature``."""
 
 
 class SignatureFormatError(WebhookSignatureError):
@@ -184,3 +187,8 @@ class SignatureTimestampError(WebhookSignatureError):
         super().__init__(message)
         self.timestamp = timestamp
         self.now = now
+
+
+class ProxyRequestError(TidingsError, ValueError):
+    """A proxy request (:mod:`tidings.proxy`) whose ``X-Tidings-Proxy`` kind is missing,
+    unknown or not the one expected, or whose body is not that kind's JSON."""

@@ -1,6 +1,8 @@
-"""FastAPI (or plain Starlette) helper: a dependency that verifies a webhook request and
-returns its typed event. Needs the ``fastapi`` extra (``pip install "tidings-sdk[fastapi]"``);
-``import tidings`` alone never imports FastAPI.
+"""FastAPI (or plain Starlette) helpers: a dependency that verifies a webhook request and
+returns its typed event, and :class:`ProxyRouter`, which answers the server's back-end proxy
+calls (:mod:`tidings.proxy`). Needs the ``fastapi`` extra
+(``pip install "tidings-sdk[fastapi]"``); ``import tidings`` alone never imports FastAPI, nor
+does ``import tidings.fastapi`` until ``ProxyRouter`` is used.
 
 .. code-block:: python
 
@@ -16,6 +18,24 @@ returns its typed event. Needs the ``fastapi`` extra (``pip install "tidings-sdk
 
 A request with a missing, malformed, wrong or stale signature is answered ``400`` (the
 server then retries it with backoff); one that verifies but is not an event, ``422``.
+
+.. code-block:: python
+
+    from tidings.fastapi import ProxyRouter
+    from tidings.proxy import Refused, RpcRequest, SubscribeRequest
+
+    router = ProxyRouter(secret=PROXY_SECRET, prefix="/tidings")
+
+    @router.on_subscribe
+    def subscribe(request: SubscribeRequest):
+        if not may_read(request.user_id, request.channel):
+            raise Refused("not your ticket")
+
+    @router.rpc("motivation_requested")
+    async def motivation(request: RpcRequest):
+        return {"message": f"Keep going, {request.user_id}!"}
+
+    app.include_router(router)
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the dependency's annotation
@@ -28,7 +48,9 @@ from .webhooks import DEFAULT_TOLERANCE, SIGNATURE_HEADER, WebhookEvent, constru
 if TYPE_CHECKING:  # pragma: no cover
     from starlette.requests import Request
 
-__all__ = ["webhook_event", "verify_request"]
+    from ._proxy_router import ProxyRouter
+
+__all__ = ["webhook_event", "verify_request", "ProxyRouter"]
 
 Secret = Union[str, bytes, List[Union[str, bytes]], Tuple[Union[str, bytes], ...]]
 
@@ -70,3 +92,18 @@ def webhook_event(
         return await verify_request(request, secret, tolerance=tolerance)
 
     return dependency
+
+
+def __getattr__(name: str) -> Any:
+    # `ProxyRouter` subclasses FastAPI's APIRouter: imported on first use only.
+    if name == "ProxyRouter":
+        try:
+            from ._proxy_router import ProxyRouter
+        except ModuleNotFoundError as error:  # pragma: no cover
+            if error.name in ("fastapi", "starlette"):
+                raise ImportError(
+                    'tidings.fastapi.ProxyRouter needs FastAPI: pip install "tidings-sdk[fastapi]"'
+                ) from error
+            raise
+        return ProxyRouter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-//! Requests: ids, replies, errors, timeouts, the offline queue, resends after a drop.
+//! Requests: ids, replies, errors, timeouts, the offline queue, resends after a drop, and
+//! rpc calls (answered, refused, failed by a drop and never resent).
 
 use tidings_protocol::Code;
 
@@ -250,4 +251,220 @@ fn unsubscribe_while_a_subscribe_is_pending_fails_the_subscribe() {
     );
     h.establish(&[]);
     assert!(subscribes(&h.take()).is_empty());
+}
+
+/// The rpc frames sent: (id, method, data).
+fn rpcs(outputs: &[Output]) -> Vec<(u64, String, serde_json::Value)> {
+    sent(outputs)
+        .into_iter()
+        .filter_map(|f| match f.message {
+            ClientMessage::Rpc(rpc) => Some((f.id.unwrap_or(0), rpc.method, rpc.data)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rpc_reply(h: &mut Harness, id: u64, data: &str) {
+    h.server(&format!(
+        r#"{{"type":"reply","id":{id},"data":{{"kind":"rpc","data":{data}}}}}"#
+    ));
+}
+
+#[test]
+fn an_rpc_completes_with_the_answer_matching_its_id() {
+    let mut h = Harness::default_config();
+    h.establish(&[]);
+    h.take();
+    let first = h
+        .core
+        .rpc(
+            h.now,
+            "motivation_requested",
+            serde_json::json!({"mood": "tired"}),
+        )
+        .unwrap();
+    let second = h
+        .core
+        .rpc(h.now, "echo", serde_json::json!([1, 2]))
+        .unwrap();
+    let sent = rpcs(&h.take());
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        (sent[0].1.as_str(), &sent[0].2),
+        (
+            "motivation_requested",
+            &serde_json::json!({"mood": "tired"})
+        )
+    );
+    assert_eq!(
+        (sent[1].1.as_str(), &sent[1].2),
+        ("echo", &serde_json::json!([1, 2]))
+    );
+    assert!(sent[0].0 < sent[1].0, "fresh ids");
+    // Answered out of order: each goes to its own operation, whatever JSON it is.
+    rpc_reply(&mut h, sent[1].0, "null");
+    rpc_reply(&mut h, sent[0].0, r#"{"message":"Keep going!"}"#);
+    assert_eq!(
+        completions(&h.take()),
+        [
+            (second, Ok(Completion::Rpc(serde_json::Value::Null))),
+            (
+                first,
+                Ok(Completion::Rpc(
+                    serde_json::json!({"message": "Keep going!"})
+                ))
+            ),
+        ]
+    );
+}
+
+#[test]
+fn an_rpc_refused_by_the_server_fails_with_its_code_and_message() {
+    let mut h = Harness::default_config();
+    h.establish(&[]);
+    h.take();
+    for (number, code, retryable) in [
+        (4004, Code::NotFound, false),
+        (4003, Code::Forbidden, false),
+        (4503, Code::Unavailable, true),
+        (4500, Code::InternalError, true),
+        (4400, Code::BadFrame, false),
+    ] {
+        let op = h.core.rpc(h.now, "m", serde_json::Value::Null).unwrap();
+        let id = rpcs(&h.take())[0].0;
+        h.server(&format!(
+            r#"{{"type":"error","id":{id},"data":{{"code":{number},"message":"why {number}"}}}}"#
+        ));
+        let expected = ClientError::Server {
+            code,
+            message: format!("why {number}"),
+        };
+        assert_eq!(completions(&h.take()), [(op, Err(expected.clone()))]);
+        assert_eq!(expected.code().map(Code::is_retryable), Some(retryable));
+        // A refused call is not a connection problem.
+        assert_eq!(h.core.state(), State::Connected);
+    }
+}
+
+#[test]
+fn an_rpc_in_flight_at_a_drop_fails_and_is_never_resent() {
+    let mut h = Harness::default_config();
+    h.establish(&[]);
+    h.take();
+    let op = h
+        .core
+        .rpc(h.now, "charge_card", serde_json::json!({"cents": 100}))
+        .unwrap();
+    let publish = h.core.publish(h.now, "c", note(), None).unwrap();
+    let outputs = h.take();
+    let old_id = rpcs(&outputs)[0].0;
+    assert_eq!(publish_ids(&outputs).len(), 1);
+    h.drop_transport(1006);
+    let done = completions(&h.take());
+    assert!(
+        matches!(
+            &done[..],
+            [(o, Err(ClientError::Disconnected { code: Code::Abnormal, .. }))] if *o == op
+        ),
+        "{done:?}"
+    );
+    // Retryable, by the close code it carries.
+    assert_eq!(
+        done[0]
+            .1
+            .as_ref()
+            .unwrap_err()
+            .code()
+            .map(Code::is_retryable),
+        Some(true)
+    );
+    assert_eq!(
+        h.core.rpc(h.now, "m", serde_json::Value::Null),
+        Err(ClientError::NotConnected)
+    );
+    h.establish(&[]);
+    let outputs = h.take();
+    // The publish in flight is resent (at-least-once); the rpc is not (at-most-once).
+    let kinds: Vec<&str> = sent(&outputs).iter().map(|f| f.kind()).collect();
+    assert_eq!(kinds, ["publish"], "{outputs:?}");
+    let resent = publish_ids(&outputs)[0];
+    publish_reply(&mut h, resent, 1);
+    assert_eq!(completions(&h.take()), [(publish, published(1))]);
+    // An answer to the old id (from the old connection) is ignored.
+    rpc_reply(&mut h, old_id, "1");
+    assert!(completions(&h.take()).is_empty());
+}
+
+#[test]
+fn an_rpc_needs_a_live_connection_and_fails_once_closed() {
+    let mut h = Harness::default_config();
+    let null = serde_json::Value::Null;
+    assert_eq!(
+        h.core.rpc(h.now, "m", null.clone()),
+        Err(ClientError::NotConnected)
+    );
+    h.connect();
+    assert_eq!(
+        h.core.rpc(h.now, "m", null.clone()),
+        Err(ClientError::NotConnected)
+    );
+    h.open();
+    h.connected(&[]);
+    let op = h.core.rpc(h.now, "m", null.clone()).unwrap();
+    h.take();
+    h.core.close(h.now);
+    let closed = ClientError::Closed {
+        code: Code::Normal,
+        reason: "client closed".into(),
+    };
+    assert_eq!(completions(&h.take()), [(op, Err(closed.clone()))]);
+    assert_eq!(h.core.rpc(h.now, "m", null), Err(closed));
+}
+
+#[test]
+fn an_rpc_times_out_and_its_late_answer_is_ignored() {
+    let mut h = Harness::default_config();
+    h.establish(&[]);
+    h.take();
+    let op = h.core.rpc(h.now, "slow", serde_json::Value::Null).unwrap();
+    let id = rpcs(&h.take())[0].0;
+    h.advance(9_999);
+    assert!(completions(&h.take()).is_empty());
+    h.advance(1);
+    let timeout = ClientError::Timeout {
+        after: std::time::Duration::from_secs(10),
+    };
+    assert_eq!(completions(&h.take()), [(op, Err(timeout))]);
+    rpc_reply(&mut h, id, "1");
+    assert!(completions(&h.take()).is_empty());
+    assert_eq!(h.core.state(), State::Connected);
+}
+
+#[test]
+fn an_rpc_answered_with_another_kind_of_reply_fails_to_decode() {
+    let mut h = Harness::default_config();
+    h.establish(&[]);
+    h.take();
+    let op = h.core.rpc(h.now, "m", serde_json::Value::Null).unwrap();
+    let id = rpcs(&h.take())[0].0;
+    publish_reply(&mut h, id, 1);
+    let done = completions(&h.take());
+    assert!(
+        matches!(&done[..], [(o, Err(ClientError::Decode(m)))] if *o == op && m.contains("publish")),
+        "{done:?}"
+    );
+}
+
+#[test]
+fn an_rpc_larger_than_the_server_accepts_is_refused_locally() {
+    let mut h = Harness::default_config();
+    h.establish(&[]);
+    h.take();
+    let big = serde_json::Value::String("x".repeat(5000));
+    let error = h.core.rpc(h.now, "m", big).unwrap_err();
+    assert!(matches!(
+        error,
+        ClientError::FrameTooLarge { max: 4096, .. }
+    ));
+    assert!(sent(&h.take()).is_empty());
 }

@@ -1,0 +1,202 @@
+"""``tidings.fastapi.ProxyRouter``: the server's proxy calls answered by decorated handlers.
+Imported only when ``tidings.fastapi.ProxyRouter`` is first used (FastAPI is an extra)."""
+
+import inspect
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from .errors import ProxyRequestError, WebhookSignatureError
+from .models import Event
+from .proxy import (
+    PROXY_KINDS,
+    ProxyAnswer,
+    ProxyRequest,
+    Refused,
+    RpcRequest,
+    allow,
+    deny,
+    rpc_error,
+    rpc_result,
+    verify_and_parse,
+)
+from .webhooks import DEFAULT_TOLERANCE
+
+__all__ = ["ProxyRouter"]
+
+Secret = Union[str, bytes, List[Union[str, bytes]], Tuple[Union[str, bytes], ...]]
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+class ProxyRouter(APIRouter):
+    """An ``APIRouter`` serving ``POST {prefix}/subscribe``, ``/publish`` and ``/rpc`` for
+    the server's ``[proxy]`` (point ``proxy.subscribe`` etc. at them).
+
+    .. code-block:: python
+
+        router = ProxyRouter(secret=PROXY_SECRET, prefix="/tidings")
+
+        @router.on_subscribe
+        def subscribe(request: SubscribeRequest):
+            if not may_read(request.user_id, request.channel):
+                raise Refused("not your ticket")        # the client gets 4003
+
+        @router.rpc("motivation_requested")
+        async def motivation(request: RpcRequest):
+            return {"message": f"Keep going, {request.user_id}!"}
+
+        app.include_router(router)
+
+    Handlers take the typed request and may be sync (run in the thread pool) or async.
+    A subscribe or publish handler returns ``None`` / ``True`` (allow), ``False`` (deny),
+    an :class:`~tidings.models.Event` (publish this instead: publish only) or a
+    :class:`~tidings.proxy.ProxyAnswer` (``allow()``, ``deny(msg)``, ``replace(type, data)``);
+    an rpc handler returns the reply's data (any JSON, or a pydantic model) or a
+    ``ProxyAnswer`` (``rpc_error(code, msg)``). Raising :class:`~tidings.proxy.Refused`
+    refuses any of them. Without a handler, subscriptions and publications are allowed and
+    rpc methods answer ``not_found`` (the client gets 4004).
+
+    A request whose signature does not verify is answered 401, one that is not this route's
+    proxy call 400 (the client then gets 4500). An exception in a handler is a 500: the
+    client gets a retryable 4503 (and a subscribe call is tried ``proxy.retries`` more
+    times). ``secret=None, unsigned=True`` serves a server without ``proxy.secret``.
+    """
+
+    def __init__(
+        self,
+        secret: Optional[Secret],
+        *,
+        prefix: str = "",
+        tolerance: Optional[float] = DEFAULT_TOLERANCE,
+        unsigned: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if secret is None and not unsigned:
+            raise ValueError(
+                "ProxyRouter needs the server's proxy.secret (or secret=None, unsigned=True "
+                "for a server without one)"
+            )
+        super().__init__(prefix=prefix, **kwargs)
+        self.secret = secret
+        self.tolerance = tolerance
+        self.unsigned = unsigned
+        self._subscribe: Optional[Callable[..., Any]] = None
+        self._publish: Optional[Callable[..., Any]] = None
+        self._rpc: Dict[str, Callable[..., Any]] = {}
+        for kind in PROXY_KINDS:
+            self.add_api_route(
+                f"/{kind}",
+                self._endpoint(kind),
+                methods=["POST"],
+                name=f"tidings_proxy_{kind}",
+                response_class=JSONResponse,
+            )
+
+    # ------------------------------------------------------------ registration
+
+    def on_subscribe(self, handler: Handler) -> Handler:
+        """Decorates the handler deciding who may read a channel."""
+        if self._subscribe is not None:
+            raise ValueError("this ProxyRouter already has a subscribe handler")
+        self._subscribe = handler
+        return handler
+
+    def on_publish(self, handler: Handler) -> Handler:
+        """Decorates the handler checking (and perhaps rewriting) users' publications."""
+        if self._publish is not None:
+            raise ValueError("this ProxyRouter already has a publish handler")
+        self._publish = handler
+        return handler
+
+    def rpc(self, method: Union[str, Handler, None] = None) -> Any:
+        """Decorates the handler of an rpc method: ``@router.rpc("name")``, or bare
+        ``@router.rpc`` for the function's own name."""
+        if callable(method):
+            return self._add_rpc(method.__name__, method)
+
+        def decorator(handler: Handler) -> Handler:
+            return self._add_rpc(handler.__name__ if method is None else method, handler)
+
+        return decorator
+
+    def _add_rpc(self, method: str, handler: Handler) -> Handler:
+        if not isinstance(method, str) or not method:
+            raise ValueError(f"an rpc method name is a non-empty string, not {method!r}")
+        if method in self._rpc:
+            raise ValueError(f"rpc method {method!r} already has a handler")
+        self._rpc[method] = handler
+        return handler
+
+    @property
+    def rpc_methods(self) -> List[str]:
+        """The rpc methods answered, in registration order."""
+        return list(self._rpc)
+
+    # ------------------------------------------------------------ serving
+
+    def _endpoint(self, kind: str) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            body = await request.body()
+            try:
+                call = verify_and_parse(
+                    self.secret,
+                    request.headers,
+                    body,
+                    kind=kind,  # type: ignore[arg-type]
+                    tolerance=self.tolerance,
+                    unsigned=self.unsigned,
+                )
+            except WebhookSignatureError as error:
+                return JSONResponse({"detail": f"invalid proxy signature: {error}"}, status_code=401)
+            except ProxyRequestError as error:
+                return JSONResponse({"detail": str(error)}, status_code=400)
+            answer = await self.answer(call)
+            return Response(answer.to_json(), media_type="application/json")
+
+        endpoint.__name__ = f"tidings_proxy_{kind}"
+        return endpoint
+
+    async def answer(self, call: ProxyRequest) -> ProxyAnswer:
+        """The answer to a verified call: its handler's, normalized."""
+        if isinstance(call, RpcRequest):
+            handler = self._rpc.get(call.method)
+            if handler is None:
+                return rpc_error("not_found", f"no rpc method {call.method!r}")
+        else:
+            handler = self._subscribe if call.kind == "subscribe" else self._publish
+            if handler is None:
+                return allow()
+        try:
+            result = await _call(handler, call)
+        except Refused as refused:
+            return refused.answer(call.kind)
+        return _normalize(call.kind, result)
+
+
+async def _call(handler: Callable[..., Any], call: ProxyRequest) -> Any:
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)
+    ):
+        return await handler(call)
+    result = await run_in_threadpool(handler, call)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _normalize(kind: str, result: Any) -> ProxyAnswer:
+    if isinstance(result, ProxyAnswer):
+        return result
+    if kind == "rpc":
+        return rpc_result(result)
+    if result is None or result is True:
+        return allow()
+    if result is False:
+        return deny()
+    if kind == "publish" and isinstance(result, Event):
+        return ProxyAnswer(event=result)
+    expected = "None, a bool or a ProxyAnswer (allow(), deny(message)"
+    expected += ", replace(event_type, data)) or an Event" if kind == "publish" else ")"
+    raise TypeError(f"a {kind} handler returns {expected}, not {type(result).__name__}")
