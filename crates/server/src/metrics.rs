@@ -37,6 +37,10 @@ pub(crate) const WEBHOOK_ABANDONED: &str = "tidings_webhook_abandoned_total";
 #[cfg_attr(not(feature = "webhooks"), allow(dead_code))]
 pub(crate) const WEBHOOK_BACKLOG: &str = "tidings_webhook_backlog";
 
+/// Sockets refused at accept for the connection caps (`limits.max_connections`,
+/// `limits.max_connections_per_ip`).
+pub(crate) const REFUSED_CONNECTIONS: &str = "tidings_refused_connections_total";
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the recorder once per process. If the application installed its own recorder
@@ -55,6 +59,11 @@ pub(crate) fn render() -> Option<String> {
 /// Counts an error frame, refusal or close with `code`.
 pub(crate) fn error(code: Code) {
     metrics::counter!(ERRORS, "code" => code.name()).increment(1);
+}
+
+/// Counts a socket refused for the connection caps.
+pub(crate) fn refused_connection() {
+    metrics::counter!(REFUSED_CONNECTIONS).increment(1);
 }
 
 /// The node's activity counters. Each method counts once, here and in Prometheus, so

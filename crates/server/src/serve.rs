@@ -12,8 +12,17 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use axum::Router;
-use tokio::net::{TcpListener, TcpSocket};
+use dashmap::DashMap;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::Tidings;
 
@@ -113,33 +122,221 @@ impl IntoFuture for Serve {
         let app = app.unwrap_or_else(|| tidings.router());
         let signal = signal.unwrap_or_else(|| Box::pin(shutdown_signal()));
         Box::pin(async move {
-            let (stopped, shut_down) = tokio::sync::oneshot::channel::<()>();
-            let serving = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    signal.await;
-                    // WebSocket clients are told and closed within the shutdown deadline.
-                    tidings.shutdown().await;
-                    let _ = stopped.send(());
-                })
-                .into_future();
-            // An HTTP request that never completes (a half-sent request line, a client that
-            // never reads) would hold the graceful shutdown forever: give it a moment after
-            // the WebSocket clients are gone, then stop whatever is left.
-            let deadline = async {
-                if shut_down.await.is_ok() {
-                    tokio::time::sleep(HTTP_GRACE).await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
+            let limits = &tidings.config().limits;
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // A request's headers must arrive within the timeout: half-sent requests do
+            // not hold sockets (axum::serve gives hyper no timer, so it has none).
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let acceptor = Acceptor {
+                listener,
+                app,
+                builder,
+                gate: Arc::new(Gate::new(
+                    limits.max_connections,
+                    limits.max_connections_per_ip,
+                )),
+                graceful: GracefulShutdown::new(),
             };
-            tokio::select! {
-                served = serving => served,
-                () = deadline => {
-                    tracing::warn!("HTTP connections still open after the shutdown deadline: closed");
-                    Ok(())
-                }
+            acceptor.accept_until(signal).await;
+            // WebSocket clients are told and closed within the shutdown deadline; new
+            // upgrades meanwhile get 503 from Tidings, so the listener stays open.
+            acceptor.accept_until(tidings.shutdown()).await;
+            let Acceptor {
+                listener, graceful, ..
+            } = acceptor;
+            drop(listener);
+            // An HTTP request that never completes (a client that never reads) would hold
+            // the shutdown forever: give the rest a moment, then stop whatever is left.
+            if tokio::time::timeout(HTTP_GRACE, graceful.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("HTTP connections still open after the shutdown deadline: closed");
             }
+            Ok(())
         })
+    }
+}
+
+/// The accept loop's parts.
+struct Acceptor {
+    listener: TcpListener,
+    app: Router,
+    builder: auto::Builder<TokioExecutor>,
+    gate: Arc<Gate>,
+    graceful: GracefulShutdown,
+}
+
+impl Acceptor {
+    /// Serves every socket accepted until `stop` completes.
+    async fn accept_until(&self, stop: impl Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => self.serve_one(stream, peer),
+                    // Out of file descriptors, or a connection reset before accept:
+                    // wait a little rather than spin.
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    }
+                },
+            }
+        }
+    }
+
+    fn serve_one(&self, stream: TcpStream, peer: SocketAddr) {
+        let Some(pass) = self.gate.admit(peer.ip()) else {
+            crate::metrics::refused_connection();
+            tokio::spawn(refuse(stream));
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        // The pass travels with the socket, through a WebSocket upgrade, until it closes.
+        let io = TokioIo::new(Counted {
+            stream,
+            _pass: pass,
+        });
+        let service = TowerToHyperService::new(self.app.clone());
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        let connection = self.graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "HTTP connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Pause after a failed accept (e.g. no file descriptor left).
+const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Answers a socket over the connection caps with 503 and closes it.
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let answer = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 27\r\nconnection: close\r\n\r\ntoo many connections; retry";
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(answer)).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Counts open sockets, in all and per IP address.
+struct Gate {
+    max_total: usize,
+    max_per_ip: usize,
+    total: AtomicUsize,
+    per_ip: DashMap<IpAddr, usize>,
+}
+
+/// One admitted socket; dropping it frees its place.
+struct Pass {
+    gate: Arc<Gate>,
+    ip: IpAddr,
+}
+
+impl Gate {
+    fn new(max_total: usize, max_per_ip: usize) -> Gate {
+        Gate {
+            max_total,
+            max_per_ip,
+            total: AtomicUsize::new(0),
+            per_ip: DashMap::new(),
+        }
+    }
+
+    /// A pass for a socket from `ip`, unless a cap (0: none) is reached.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Pass> {
+        let total = self.total.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.max_total > 0 && total > self.max_total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        if self.max_per_ip > 0 {
+            let mut count = self.per_ip.entry(ip).or_insert(0);
+            if *count >= self.max_per_ip {
+                drop(count);
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                return None;
+            }
+            *count += 1;
+        }
+        Some(Pass {
+            gate: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        let gate = &self.gate;
+        gate.total.fetch_sub(1, Ordering::AcqRel);
+        if gate.max_per_ip > 0 {
+            // The entry goes when its last socket does, so the map holds live addresses only.
+            gate.per_ip.remove_if_mut(&self.ip, |_, count| {
+                *count = count.saturating_sub(1);
+                *count == 0
+            });
+        }
+    }
+}
+
+/// A socket with its [`Pass`].
+struct Counted {
+    stream: TcpStream,
+    _pass: Pass,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -16,13 +16,17 @@ from tidings.errors import (
 )
 from tidings.models import Event
 from tidings.proxy import (
+    ANSWER_FIELDS,
     PROXY_HEADER,
+    PROXY_KINDS,
     SIGNATURE_HEADER,
+    ConnectRequest,
     ProxyAnswer,
     PublishRequest,
     Refused,
     RpcRequest,
     SubscribeRequest,
+    admit,
     allow,
     deny,
     parse_request,
@@ -46,6 +50,22 @@ PUBLISH = json.dumps(
     }
 ).encode()
 RPC = json.dumps({"user_id": "alice", "method": "m", "data": {"mood": "tired"}, "claims": CLAIMS}).encode()
+# What the server sends for a client with a token, and for one with only a session cookie.
+CONNECT = json.dumps(
+    {"user_id": "alice", "claims": CLAIMS, "path": "/ws", "headers": {"user-agent": "test"}}
+).encode()
+CONNECT_COOKIE = json.dumps(
+    {
+        "user_id": None,
+        "claims": None,
+        "path": "/ws",
+        "headers": {
+            "cookie": 'theme=dark; session="bob-session"; theme=light',
+            "origin": "https://app.example.com",
+            "x-forwarded-for": "203.0.113.7",
+        },
+    }
+).encode()
 
 
 def headers(kind, body, secret=SECRET, timestamp=NOW):
@@ -73,6 +93,29 @@ def test_each_kind_parses_into_its_model():
     rpc = verify_and_parse(SECRET, headers("rpc", RPC), RPC, now=NOW)
     assert isinstance(rpc, RpcRequest)
     assert (rpc.method, rpc.data, rpc.user_id) == ("m", {"mood": "tired"}, "alice")
+
+    connect = verify_and_parse(SECRET, headers("connect", CONNECT), CONNECT, kind="connect", now=NOW)
+    assert isinstance(connect, ConnectRequest) and connect.kind == "connect"
+    assert (connect.user_id, connect.path, connect.has_token) == ("alice", "/ws", True)
+    assert connect.claims["role"] == "agent" and connect.headers == {"user-agent": "test"}
+    assert PROXY_KINDS == ("connect", "subscribe", "publish", "rpc")
+
+
+def test_a_connect_without_a_token_has_no_user_and_reads_its_cookies():
+    connect = verify_and_parse(SECRET, headers("connect", CONNECT_COOKIE), CONNECT_COOKIE, now=NOW)
+    assert isinstance(connect, ConnectRequest)
+    assert (connect.user_id, connect.claims, connect.has_token) == (None, None, False)
+    # The first of a repeated cookie wins; quotes are removed.
+    assert connect.cookies == {"theme": "dark", "session": "bob-session"}
+    assert connect.cookie("session") == "bob-session" and connect.cookie("nope") is None
+    assert connect.cookie("nope", "x") == "x"
+    assert connect.header("Origin") == "https://app.example.com"
+    assert connect.header("X-Forwarded-For") == "203.0.113.7"
+    assert connect.header("user-agent") is None
+    # Fields a newer server adds are kept; headers and path have defaults.
+    bare = parse_request("connect", {"user_id": None, "claims": None, "trace": "t1"})
+    assert (bare.path, bare.headers, bare.cookies, bare.model_extra) == ("/ws", {}, {}, {"trace": "t1"})
+    assert parse_request("connect", {"headers": {"cookie": "junk; =x; a=1"}}).cookies == {"a": "1"}
 
 
 def test_headers_are_read_whatever_their_case_and_text_bodies_work():
@@ -117,6 +160,10 @@ def test_without_a_secret_only_when_asked_for():
 def test_the_kind_header_must_be_known_and_match_the_route():
     with pytest.raises(ProxyRequestError, match="subscribe route"):
         verify_and_parse(SECRET, headers("rpc", SUBSCRIBE), SUBSCRIBE, kind="subscribe", now=NOW)
+    with pytest.raises(ProxyRequestError, match="connect route"):
+        verify_and_parse(SECRET, headers("subscribe", SUBSCRIBE), SUBSCRIBE, kind="connect", now=NOW)
+    with pytest.raises(ProxyRequestError, match="invalid connect"):
+        verify_and_parse(SECRET, headers("connect", b'{"path": 1}'), b'{"path": 1}', now=NOW)
     missing = {SIGNATURE_HEADER: sign(SECRET, SUBSCRIBE, timestamp=NOW)}
     with pytest.raises(ProxyRequestError):
         verify_and_parse(SECRET, missing, SUBSCRIBE, now=NOW)
@@ -147,6 +194,49 @@ def test_answers_send_only_what_was_set():
     assert deny().refused and rpc_error("forbidden").refused and not allow().refused
 
 
+def test_admit_names_the_user_and_limits_the_channels():
+    assert admit().to_dict() == {}
+    assert admit("bob").to_dict() == {"user_id": "bob"}
+    assert admit(channels=["ticket:9", "team:*"]).to_dict() == {"channels": ["ticket:9", "team:*"]}
+    assert admit("bob", ("lobby",)).to_dict() == {"user_id": "bob", "channels": ["lobby"]}
+    assert admit(channels=[]).to_dict() == {"channels": []}  # no channel at all
+    assert json.loads(admit("bob").to_json()) == {"user_id": "bob"}
+    assert not admit("bob").refused
+    with pytest.raises(ValueError):
+        admit("")
+    with pytest.raises(ValueError):
+        admit(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        admit(channels="ticket:*")  # type: ignore[arg-type]
+    assert ProxyAnswer.model_validate({"user_id": "bob", "channels": ["a*"]}).to_dict() == {
+        "user_id": "bob",
+        "channels": ["a*"],
+    }
+
+
+def test_an_answer_never_sends_a_field_the_server_does_not_read():
+    assert tuple(ProxyAnswer.model_fields) == ANSWER_FIELDS
+    everything = ProxyAnswer(
+        allow=True,
+        message="m",
+        event=Event(type="t", data=1, stray="x"),
+        data={"any": "json"},
+        error={"code": "c", "message": "m", "stray": "x"},
+        user_id="u",
+        channels=["c"],
+    ).to_dict()
+    assert list(everything) == list(ANSWER_FIELDS)
+    assert everything["event"] == {"type": "t", "data": 1}
+    assert everything["error"] == {"code": "c", "message": "m"}
+    # Extra fields are refused when built, dropped when constructed unchecked.
+    with pytest.raises(ValueError):
+        ProxyAnswer(allowed=False)
+    assert ProxyAnswer.model_construct(allowed=False, allow=False).to_dict() == {"allow": False}
+    # A request's event, extras and all, goes back as {type, data}.
+    pub = parse_request("publish", {"user_id": "u", "channel": "c", "event": {"type": "x", "v": 2}})
+    assert ProxyAnswer(event=pub.event).to_dict() == {"event": {"type": "x", "data": None}}
+
+
 def test_rpc_results_dump_pydantic_models():
     assert rpc_result(Event(type="t", data={"n": 1})).to_dict() == {"data": {"type": "t", "data": {"n": 1}}}
 
@@ -161,6 +251,7 @@ def test_an_answer_reads_back_as_the_server_would():
 def test_refused_answers_each_kind():
     assert Refused("no").answer("subscribe").to_dict() == {"allow": False, "message": "no"}
     assert Refused("no").answer("publish").to_dict() == {"allow": False, "message": "no"}
+    assert Refused("log in first").answer("connect").to_dict() == {"allow": False, "message": "log in first"}
     assert Refused("no").answer("rpc").to_dict() == {"error": {"code": "forbidden", "message": "no"}}
     assert Refused("later", code="unavailable").answer("rpc").to_dict()["error"]["code"] == "unavailable"
 
@@ -177,6 +268,21 @@ def router_app():
 
     router = ProxyRouter(secret=SECRET, prefix="/tidings")
 
+    @router.on_connect
+    async def connect(request: ConnectRequest):
+        if request.user_id is None:
+            session = request.cookie("session")
+            if session == "bob-session":
+                return "bob"
+            if session == "carol-session":
+                return admit("carol", channels=["ticket:9"])
+            if session == "wrong":
+                return rpc_result({"user_id": "x"})  # a field connect does not read: a 500
+            raise Refused("log in first")
+        if request.user_id == "mallory":
+            return False
+        return True
+
     @router.on_subscribe
     def subscribe(request: SubscribeRequest):
         if request.channel == "ticket:2":
@@ -185,6 +291,8 @@ def router_app():
             return False
         if request.channel == "ticket:4":
             return "yes"  # not an answer: a 500
+        if request.channel == "ticket:5":
+            return admit("bob")  # a connect answer: a 500
         return None
 
     @router.on_publish
@@ -236,6 +344,8 @@ async def test_the_router_answers_each_kind(router_app):
     assert (await post(app, "/tidings/subscribe", "subscribe", false)).json()["allow"] is False
     wrong = SUBSCRIBE.replace(b"ticket:1", b"ticket:4")
     assert (await post(app, "/tidings/subscribe", "subscribe", wrong)).status_code == 500
+    misplaced = SUBSCRIBE.replace(b"ticket:1", b"ticket:5")
+    assert (await post(app, "/tidings/subscribe", "subscribe", misplaced)).status_code == 500
 
     enriched = await post(app, "/tidings/publish", "publish", PUBLISH)
     assert enriched.json() == {
@@ -252,6 +362,38 @@ async def test_the_router_answers_each_kind(router_app):
     unknown = RPC.replace(b'"method": "m"', b'"method": "nope"')
     answer = (await post(app, "/tidings/rpc", "rpc", unknown)).json()
     assert answer["error"]["code"] == "not_found" and "nope" in answer["error"]["message"]
+
+
+def connect_body(user_id=None, cookie=None):
+    headers = {"user-agent": "test"}
+    if cookie is not None:
+        headers["cookie"] = cookie
+    claims = None if user_id is None else {"sub": user_id, "exp": NOW}
+    return json.dumps({"user_id": user_id, "claims": claims, "path": "/ws", "headers": headers}).encode()
+
+
+async def test_the_router_admits_names_and_refuses_connections(router_app):
+    app, _ = router_app
+
+    async def connect(body):
+        answer = await post(app, "/tidings/connect", "connect", body)
+        return answer.status_code, (answer.json() if answer.status_code == 200 else None)
+
+    # A token: as is (True). No token: the user its session cookie names (a str).
+    assert await connect(connect_body("alice")) == (200, {})
+    assert await connect(connect_body(cookie="session=bob-session")) == (200, {"user_id": "bob"})
+    assert await connect(connect_body(cookie="a=1; session=carol-session")) == (
+        200,
+        {"user_id": "carol", "channels": ["ticket:9"]},
+    )
+    # Refused (raised) and False both deny: 4003.
+    assert await connect(connect_body()) == (200, {"allow": False, "message": "log in first"})
+    assert await connect(connect_body("mallory")) == (200, {"allow": False, "message": "refused by the back end"})
+    # An answer with a field connect does not read is the handler's mistake.
+    assert (await connect(connect_body(cookie="session=wrong")))[0] == 500
+    # The connect route takes connect calls only.
+    assert (await post(app, "/tidings/connect", "subscribe", SUBSCRIBE)).status_code == 400
+    assert (await post(app, "/tidings/subscribe", "connect", CONNECT)).status_code == 400
 
 
 async def test_the_router_refuses_what_does_not_verify(router_app):
@@ -285,6 +427,9 @@ async def test_no_handler_allows_and_an_unsigned_router_must_say_so():
 
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+        # Admitted as is: the server closes a client without a token with 4001 then.
+        con = await http.post("/connect", content=CONNECT_COOKIE, headers={PROXY_HEADER: "connect"})
+        assert (con.status_code, con.json()) == (200, {})
         sub = await http.post("/subscribe", content=SUBSCRIBE, headers={PROXY_HEADER: "subscribe"})
         assert (sub.status_code, sub.json()) == (200, {})
         pub = await http.post("/publish", content=PUBLISH, headers={PROXY_HEADER: "publish"})
@@ -298,6 +443,9 @@ def test_handlers_are_registered_once():
     from tidings.fastapi import ProxyRouter
 
     router = ProxyRouter(secret=SECRET)
+    router.on_connect(lambda request: None)
+    with pytest.raises(ValueError):
+        router.on_connect(lambda request: None)
     router.on_subscribe(lambda request: None)
     with pytest.raises(ValueError):
         router.on_subscribe(lambda request: None)
@@ -306,3 +454,31 @@ def test_handlers_are_registered_once():
         router.rpc("a")(lambda request: None)
     with pytest.raises(ValueError):
         router.rpc("")(lambda request: None)
+
+
+def test_handler_results_become_answers_of_their_kind():
+    pytest.importorskip("fastapi")
+    from tidings._proxy_router import _normalize
+
+    assert _normalize("connect", None).to_dict() == {}
+    assert _normalize("connect", True).to_dict() == {}
+    assert _normalize("connect", "42").to_dict() == {"user_id": "42"}
+    assert _normalize("connect", False).to_dict()["allow"] is False
+    assert _normalize("connect", admit(channels=["a*"])).to_dict() == {"channels": ["a*"]}
+    assert _normalize("connect", deny("banned")).to_dict() == {"allow": False, "message": "banned"}
+    assert _normalize("publish", Event(type="t", data=1, stray=2)).to_dict() == {"event": {"type": "t", "data": 1}}
+    assert _normalize("rpc", deny("no")).refused  # the server reads allow: false on rpc too
+    with pytest.raises(ValueError):
+        _normalize("connect", "")  # no user id
+    for kind, result in [
+        ("connect", Event(type="t")),
+        ("connect", replace("t")),
+        ("subscribe", "42"),
+        ("subscribe", admit(channels=["a"])),
+        ("subscribe", rpc_result(1)),
+        ("publish", admit("bob")),
+        ("rpc", replace("t")),
+        ("rpc", admit("bob")),
+    ]:
+        with pytest.raises(TypeError, match=kind):
+            _normalize(kind, result)

@@ -19,7 +19,7 @@ import uuid
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Tuple
 
 from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed
@@ -359,6 +359,10 @@ class WsClient:
 
     def close_code(self, timeout: float = RECV_TIMEOUT) -> Optional[int]:
         """Reads until the server closes; the close code it sent."""
+        return self.closed(timeout)[0]
+
+    def closed(self, timeout: float = RECV_TIMEOUT) -> Tuple[Optional[int], str]:
+        """Reads until the server closes; the close code and reason it sent."""
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -367,7 +371,7 @@ class WsClient:
                     raise TimeoutError("the server did not close the connection")
                 self.frames.backlog.append(self.recv(left))
         except ConnectionClosed as closed:
-            return closed.rcvd.code if closed.rcvd else None
+            return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "")
 
 
 @contextmanager
@@ -379,6 +383,23 @@ def ws_client(server: Server, user_id: str, channels: tuple = (), token: Optiona
         for channel in channels:
             client.subscribe(channel)
         yield client
+
+
+@contextmanager
+def ws_open(
+    server: Server, *, token: Optional[str] = None, headers: Optional[Dict[str, str]] = None
+) -> Iterator[WsClient]:
+    """A WebSocket to ``/ws`` with the token (none by default) and request headers given,
+    its frames not yet read: admitted, its first frame is ``connected``; refused, the
+    server closes it (:meth:`WsClient.closed`)."""
+    url = server.ws_url if token is None else f"{server.ws_url}?token={token}"
+    with sync_connect(
+        url,
+        subprotocols=["tidings.v1"],
+        additional_headers=headers or {},
+        open_timeout=RECV_TIMEOUT,
+    ) as ws:
+        yield WsClient(ws)
 
 
 class AsyncWsClient:
@@ -476,6 +497,7 @@ __all__ = [
     "WsClient",
     "AsyncWsClient",
     "ws_client",
+    "ws_open",
     "async_ws_client",
     "start_server",
     "stop_server",

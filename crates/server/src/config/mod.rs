@@ -435,6 +435,18 @@ pub struct Limits {
     pub read_buffer_bytes: usize,
     /// Bytes collected before a socket write; frames beyond are still flushed at once.
     pub write_buffer_bytes: usize,
+    /// Open sockets (HTTP and WebSocket) this node accepts at once; past it new ones get a
+    /// 503 and are closed. 0 = no cap but the process's open-file limit. Applies to
+    /// [`serve`](crate::serve) (the binary); an app serving with its own loop caps its own.
+    pub max_connections: usize,
+    /// Open sockets from one IP address; 0 = unlimited (the default: behind a proxy or load
+    /// balancer every client has its address). Set it when clients connect directly.
+    pub max_connections_per_ip: usize,
+    /// How long a client may take to send a request's headers (a WebSocket upgrade is one)
+    /// before its socket is closed: half-sent requests do not hold sockets. With
+    /// [`serve`](crate::serve).
+    #[serde(deserialize_with = "duration::millis")]
+    pub header_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -450,6 +462,9 @@ impl Default for Limits {
             outbound_queue_frames: 4096,
             read_buffer_bytes: 1024,
             write_buffer_bytes: 32 * 1024,
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            header_timeout: Duration::from_secs(10),
         }
     }
 }

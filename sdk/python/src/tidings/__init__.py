@@ -5,8 +5,8 @@
 - :mod:`tidings.tokens`: HS256 client tokens (:func:`mint_token`, :func:`verify_token`);
 - :mod:`tidings.webhooks`: webhook signatures and typed events
   (:func:`verify_signature`, :func:`parse_event`, :func:`construct_event`);
-- :mod:`tidings.proxy`: answering the server's back-end proxy calls (subscribe, publish,
-  rpc): typed requests and answers, :func:`tidings.proxy.verify_and_parse`;
+- :mod:`tidings.proxy`: answering the server's back-end proxy calls (connect, subscribe,
+  publish, rpc): typed requests and answers, :func:`tidings.proxy.verify_and_parse`;
 - :mod:`tidings.fastapi`: a FastAPI dependency for webhooks and
   :class:`~tidings.fastapi.ProxyRouter` for proxy calls (optional extra);
 - :mod:`tidings.errors`: the exception hierarchy (:class:`TidingsError` and below).

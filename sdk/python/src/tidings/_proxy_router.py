@@ -16,8 +16,10 @@ from .proxy import (
     ProxyRequest,
     Refused,
     RpcRequest,
+    admit,
     allow,
     deny,
+    replace,
     rpc_error,
     rpc_result,
     verify_and_parse,
@@ -31,12 +33,20 @@ Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 class ProxyRouter(APIRouter):
-    """An ``APIRouter`` serving ``POST {prefix}/subscribe``, ``/publish`` and ``/rpc`` for
-    the server's ``[proxy]`` (point ``proxy.subscribe`` etc. at them).
+    """An ``APIRouter`` serving ``POST {prefix}/connect``, ``/subscribe``, ``/publish`` and
+    ``/rpc`` for the server's ``[proxy]`` (point ``proxy.connect`` etc. at them).
 
     .. code-block:: python
 
         router = ProxyRouter(secret=PROXY_SECRET, prefix="/tidings")
+
+        @router.on_connect
+        def connect(request: ConnectRequest):
+            if request.user_id is None:                 # no token: a session cookie?
+                user = session_user(request.cookie("session"))
+                if user is None:
+                    raise Refused("log in first")       # closed with 4003
+                return user.id                          # admitted as this user
 
         @router.on_subscribe
         def subscribe(request: SubscribeRequest):
@@ -50,18 +60,25 @@ class ProxyRouter(APIRouter):
         app.include_router(router)
 
     Handlers take the typed request and may be sync (run in the thread pool) or async.
-    A subscribe or publish handler returns ``None`` / ``True`` (allow), ``False`` (deny),
+    A connect handler returns ``None`` / ``True`` (admit as is), a ``str`` (admit as that
+    user), ``False`` (deny: closed with 4003) or a :class:`~tidings.proxy.ProxyAnswer`
+    (``admit(user_id, channels)``, ``deny(msg)``). A subscribe or publish handler returns ``None`` / ``True`` (allow), ``False`` (deny),
     an :class:`~tidings.models.Event` (publish this instead: publish only) or a
     :class:`~tidings.proxy.ProxyAnswer` (``allow()``, ``deny(msg)``, ``replace(type, data)``);
     an rpc handler returns the reply's data (any JSON, or a pydantic model) or a
     ``ProxyAnswer`` (``rpc_error(code, msg)``). Raising :class:`~tidings.proxy.Refused`
-    refuses any of them. Without a handler, subscriptions and publications are allowed and
-    rpc methods answer ``not_found`` (the client gets 4004).
+    refuses any of them. A ``ProxyAnswer`` with a field its call does not read
+    (``user_id`` or ``channels`` but on connect, ``event`` but on publish, ``data`` but on
+    rpc) is a mistake the server would silently ignore: it raises ``TypeError`` instead.
+    Without a handler, connections are admitted as they are (a client without a token is
+    then closed with 4001), subscriptions and publications allowed, and rpc methods answer
+    ``not_found`` (the client gets 4004).
 
     A request whose signature does not verify is answered 401, one that is not this route's
     proxy call 400 (the client then gets 4500). An exception in a handler is a 500: the
-    client gets a retryable 4503 (and a subscribe call is tried ``proxy.retries`` more
-    times). ``secret=None, unsigned=True`` serves a server without ``proxy.secret``.
+    client gets 4500, and the call is not tried again. FastAPI's
+    ``HTTPException(403, detail)`` refuses too, with ``detail`` as the message.
+    ``secret=None, unsigned=True`` serves a server without ``proxy.secret``.
     """
 
     def __init__(
@@ -82,6 +99,7 @@ class ProxyRouter(APIRouter):
         self.secret = secret
         self.tolerance = tolerance
         self.unsigned = unsigned
+        self._connect: Optional[Callable[..., Any]] = None
         self._subscribe: Optional[Callable[..., Any]] = None
         self._publish: Optional[Callable[..., Any]] = None
         self._rpc: Dict[str, Callable[..., Any]] = {}
@@ -95,6 +113,14 @@ class ProxyRouter(APIRouter):
             )
 
     # ------------------------------------------------------------ registration
+
+    def on_connect(self, handler: Handler) -> Handler:
+        """Decorates the handler admitting connections: who the user is (from a session
+        cookie when there is no token), which channels it may use, or a refusal."""
+        if self._connect is not None:
+            raise ValueError("this ProxyRouter already has a connect handler")
+        self._connect = handler
+        return handler
 
     def on_subscribe(self, handler: Handler) -> Handler:
         """Decorates the handler deciding who may read a channel."""
@@ -165,7 +191,11 @@ class ProxyRouter(APIRouter):
             if handler is None:
                 return rpc_error("not_found", f"no rpc method {call.method!r}")
         else:
-            handler = self._subscribe if call.kind == "subscribe" else self._publish
+            handler = {
+                "connect": self._connect,
+                "subscribe": self._subscribe,
+                "publish": self._publish,
+            }[call.kind]
             if handler is None:
                 return allow()
         try:
@@ -186,8 +216,27 @@ async def _call(handler: Callable[..., Any], call: ProxyRequest) -> Any:
     return result
 
 
+# The answer fields each call reads besides `allow`, `message` and `error` (which all read);
+# the server ignores the others, so a handler sending one (not null) has made a mistake.
+_READS = {
+    "connect": {"user_id", "channels"},
+    "subscribe": set(),
+    "publish": {"event"},
+    "rpc": {"data"},
+}
+_ALL_READ = {"allow", "message", "error"}
+
+
 def _normalize(kind: str, result: Any) -> ProxyAnswer:
     if isinstance(result, ProxyAnswer):
+        ignored = {
+            name for name in result.model_fields_set if getattr(result, name) is not None
+        } - _ALL_READ - _READS[kind]
+        if ignored:
+            raise TypeError(
+                f"the {kind} handler answered {', '.join(sorted(ignored))}, which {kind} "
+                "calls do not read"
+            )
         return result
     if kind == "rpc":
         return rpc_result(result)
@@ -196,7 +245,14 @@ def _normalize(kind: str, result: Any) -> ProxyAnswer:
     if result is False:
         return deny()
     if kind == "publish" and isinstance(result, Event):
-        return ProxyAnswer(event=result)
+        return replace(result.type, result.data)
+    if kind == "connect" and isinstance(result, str):
+        return admit(user_id=result)
     expected = "None, a bool or a ProxyAnswer (allow(), deny(message)"
-    expected += ", replace(event_type, data)) or an Event" if kind == "publish" else ")"
-    raise TypeError(f"a {kind} handler returns {expected}, not {type(result).__name__}")
+    if kind == "publish":
+        expected += ", replace(event_type, data)) or an Event"
+    elif kind == "connect":
+        expected += ", admit(user_id, channels)) or a user id (str)"
+    else:
+        expected += ")"
+    raise TypeError(f"the {kind} handler returns {expected}, not {type(result).__name__}")

@@ -22,9 +22,14 @@ server then retries it with backoff); one that verifies but is not an event, ``4
 .. code-block:: python
 
     from tidings.fastapi import ProxyRouter
-    from tidings.proxy import Refused, RpcRequest, SubscribeRequest
+    from tidings.proxy import ConnectRequest, Refused, RpcRequest, SubscribeRequest
 
     router = ProxyRouter(secret=PROXY_SECRET, prefix="/tidings")
+
+    @router.on_connect
+    def connect(request: ConnectRequest):
+        if request.user_id is None:                      # no token: a session cookie?
+            return user_of_session(request.cookie("session")) or False
 
     @router.on_subscribe
     def subscribe(request: SubscribeRequest):

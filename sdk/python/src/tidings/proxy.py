@@ -1,15 +1,18 @@
-"""Answering the server's back-end proxy calls: subscribe, publish and rpc.
+"""Answering the server's back-end proxy calls: connect, subscribe, publish and rpc.
 
 With ``[proxy]`` in its configuration the server asks your back end over HTTP
 (``crates/server/src/proxy.rs``). Each call is a ``POST`` of JSON with
 
-- ``X-Tidings-Proxy: subscribe | publish | rpc``,
+- ``X-Tidings-Proxy: connect | subscribe | publish | rpc``,
 - with ``proxy.secret``: ``X-Tidings-Signature: t=<unix s>,v1=<hex HMAC-SHA256>``, the
   same as on webhooks (:func:`tidings.webhooks.verify_signature`).
 
 =========  ==========================================  ====================================
-call       request (:class:`SubscribeRequest`, ...)     answer (:class:`ProxyAnswer`)
+call       request (:class:`ConnectRequest`, ...)      answer (:class:`ProxyAnswer`)
 =========  ==========================================  ====================================
+connect    ``{user_id, claims, path, headers}``         :func:`admit` (as is, as a user,
+           (``user_id`` and ``claims`` are ``None``     within channels) or :func:`deny`
+           without a token)                             (the socket closes with 4003)
 subscribe  ``{user_id, channel, claims}``               :func:`allow` or :func:`deny` (4003)
 publish    ``{user_id, channel, event, claims}``        :func:`allow`, :func:`replace` (publish
                                                         this event instead) or :func:`deny`
@@ -28,9 +31,14 @@ Framework-free::
 
 With FastAPI, :class:`tidings.fastapi.ProxyRouter` does all of it.
 
-An answer that is not ``200`` counts too: a ``5xx`` (an exception in your handler) or no
-answer within ``proxy.timeout`` gives the client a retryable 4503, and a subscribe call is
-then tried ``proxy.retries`` more times.
+The server reads answers strictly: a field other than ``allow``, ``message``, ``event``,
+``data``, ``error``, ``user_id`` and ``channels`` is an error (so a misspelt ``allowed`` never
+passes as an allow), and :meth:`ProxyAnswer.to_dict` never sends another. An empty or
+``null`` body counts as ``{}``. Other statuses count too: a ``403`` refuses (4003; FastAPI's
+``{"detail": ...}`` is the message), a ``500`` (an exception in your handler) is the app's
+failure (4500, not tried again), another ``5xx`` or no answer within ``proxy.timeout`` gives
+the client a retryable 4503 (connect and subscribe calls are first tried ``proxy.retries``
+more times), and any other status is 4500.
 """
 
 from __future__ import annotations
@@ -55,7 +63,9 @@ __all__ = [
     "PROXY_HEADER",
     "SIGNATURE_HEADER",
     "PROXY_KINDS",
+    "ANSWER_FIELDS",
     "ProxyKind",
+    "ConnectRequest",
     "SubscribeRequest",
     "PublishRequest",
     "RpcRequest",
@@ -63,6 +73,7 @@ __all__ = [
     "RpcErrorBody",
     "ProxyAnswer",
     "Refused",
+    "admit",
     "allow",
     "deny",
     "replace",
@@ -74,10 +85,13 @@ __all__ = [
 ]
 
 PROXY_HEADER = "X-Tidings-Proxy"
-"""The header naming the call: ``subscribe``, ``publish`` or ``rpc``."""
+"""The header naming the call: ``connect``, ``subscribe``, ``publish`` or ``rpc``."""
 
-ProxyKind = Literal["subscribe", "publish", "rpc"]
-PROXY_KINDS = ("subscribe", "publish", "rpc")
+ProxyKind = Literal["connect", "subscribe", "publish", "rpc"]
+PROXY_KINDS = ("connect", "subscribe", "publish", "rpc")
+
+ANSWER_FIELDS = ("allow", "message", "event", "data", "error", "user_id", "channels")
+"""Every field the server reads in an answer; it refuses any other (4500)."""
 
 Secret = Union[str, bytes, List[Union[str, bytes]], Tuple[Union[str, bytes], ...]]
 
@@ -85,16 +99,74 @@ Secret = Union[str, bytes, List[Union[str, bytes]], Tuple[Union[str, bytes], ...
 # ---------------------------------------------------------------- requests
 
 
-class _ProxyRequest(BaseModel):
+class _ProxyCall(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     kind: ClassVar[str]
 
+
+class ConnectRequest(_ProxyCall):
+    """A WebSocket connection being admitted, before its ``connected`` frame.
+
+    With a token, ``user_id`` and ``claims`` are the token's; without one both are ``None``
+    and the answer must name the user (:func:`admit` with ``user_id``, e.g. from a session
+    cookie), or the client is closed with 4001 (unless the server has ``allow_anonymous``).
+    """
+
+    kind: ClassVar[str] = "connect"
+
+    user_id: Optional[str] = None
+    """The token's user, ``None`` when the client sent no token."""
+    claims: Optional[Dict[str, Any]] = None
+    """The token's claims, ``None`` when the client sent no token."""
+    path: str = "/ws"
+    """The request path: ``/ws``, or a route's (``[[routes]]``)."""
+    headers: Dict[str, str] = {}
+    """The request's ``cookie``, ``origin``, ``user-agent``, ``x-forwarded-for`` and
+    ``x-real-ip`` headers, those it had, by lower-case name."""
+
+    @property
+    def has_token(self) -> bool:
+        """Whether the client connected with a (valid) token."""
+        return self.user_id is not None
+
+    def header(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """One of :attr:`headers`, whatever the case of ``name``."""
+        wanted = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == wanted:
+                return value
+        return default
+
+    @property
+    def cookies(self) -> Dict[str, str]:
+        """The ``Cookie`` header's cookies by name (the first of a repeated name wins;
+        surrounding double quotes are removed, nothing else is decoded)."""
+        found: Dict[str, str] = {}
+        for part in (self.header("cookie") or "").split(";"):
+            name, sep, value = part.partition("=")
+            name, value = name.strip(), value.strip()
+            if not sep or not name:
+                continue
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            found.setdefault(name, value)
+        return found
+
+    def cookie(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """One cookie's value (see :attr:`cookies`)."""
+        return self.cookies.get(name, default)
+
+
+class _ProxyRequest(_ProxyCall):
     user_id: str
-    """The user, always a string (a numeric id from the token arrives as ``"42"``)."""
+    """The user, always a string (a numeric id from the token arrives as ``"42"``; a user
+    the connect call named arrives as named)."""
     claims: Dict[str, Any] = {}
     """The user's token claims. ``claims["sub"]`` is the user id even with
-    ``jwt.user_id_claim`` (the token's own ``sub`` is then ``claims["token_sub"]``)."""
+    ``jwt.user_id_claim`` (the token's own ``sub`` is then ``claims["token_sub"]``), or
+    the user a connect answer named. A connection admitted without a token has only
+    ``sub``, ``exp`` and the granted ``channels``."""
 
 
 class SubscribeRequest(_ProxyRequest):
@@ -125,9 +197,10 @@ class RpcRequest(_ProxyRequest):
     data: Any = None
 
 
-ProxyRequest = Union[SubscribeRequest, PublishRequest, RpcRequest]
+ProxyRequest = Union[ConnectRequest, SubscribeRequest, PublishRequest, RpcRequest]
 
-_BY_KIND: Dict[str, Type[_ProxyRequest]] = {
+_BY_KIND: Dict[str, Type[_ProxyCall]] = {
+    "connect": ConnectRequest,
     "subscribe": SubscribeRequest,
     "publish": PublishRequest,
     "rpc": RpcRequest,
@@ -138,7 +211,7 @@ _BY_KIND: Dict[str, Type[_ProxyRequest]] = {
 
 
 class RpcErrorBody(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")  # as the server: read, then ignored
 
     code: str
     """``not_found`` gives the client 4004, ``unavailable`` 4503, any other 4003."""
@@ -146,9 +219,10 @@ class RpcErrorBody(BaseModel):
 
 
 class ProxyAnswer(BaseModel):
-    """The body of a ``200`` answer, as the server reads it. Build it with :func:`allow`,
-    :func:`deny`, :func:`replace`, :func:`rpc_result` or :func:`rpc_error`; only the fields
-    set are sent (:meth:`to_dict`)."""
+    """The body of a ``200`` answer, as the server reads it. Build it with :func:`admit`,
+    :func:`allow`, :func:`deny`, :func:`replace`, :func:`rpc_result` or :func:`rpc_error`;
+    only the fields set are sent (:meth:`to_dict`), and never any but :data:`ANSWER_FIELDS`
+    (the server refuses an answer with another field)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -157,11 +231,23 @@ class ProxyAnswer(BaseModel):
     event: Optional[Event] = None
     data: Any = None
     error: Optional[RpcErrorBody] = None
+    user_id: Optional[str] = None
+    """connect: the user the connection is (required when it had no token)."""
+    channels: Optional[List[str]] = None
+    """connect: the channels the connection may use (exact names or ``prefix*``), instead
+    of its token's ``channels`` claim."""
 
     def to_dict(self) -> Dict[str, Any]:
         """The JSON body: the fields that were set, so ``allow()`` is ``{}`` and
-        ``rpc_result(None)`` is ``{"data": null}``."""
-        return self.model_dump(mode="json", exclude_unset=True)
+        ``rpc_result(None)`` is ``{"data": null}``. An event is sent as ``{type, data}``
+        and an error as ``{code, message}``, whatever else their models hold."""
+        fields = [name for name in ANSWER_FIELDS if name in self.model_fields_set]
+        body = self.model_dump(mode="json", include=set(fields))
+        if isinstance(body.get("event"), dict):
+            body["event"] = {"type": body["event"]["type"], "data": body["event"].get("data")}
+        if isinstance(body.get("error"), dict):
+            body["error"] = {"code": body["error"]["code"], "message": body["error"].get("message", "")}
+        return {name: body[name] for name in fields if name in body}
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode("utf-8")
@@ -172,13 +258,32 @@ class ProxyAnswer(BaseModel):
         return self.error is not None or self.allow is False
 
 
+def admit(user_id: Optional[str] = None, channels: Optional[List[str]] = None) -> ProxyAnswer:
+    """Admit a connection (the connect call): ``admit()`` as it is (``{}``: the token's
+    user; a client without a token is then closed with 4001), ``admit("42")`` as that user
+    (from a session cookie, say), ``admit(channels=["ticket:9", "team:*"])`` limited to
+    those channels (exact names or ``prefix*``)."""
+    fields: Dict[str, Any] = {}
+    if user_id is not None:
+        if not isinstance(user_id, str) or not user_id:
+            raise ValueError(f"admit() names a user with a non-empty string, not {user_id!r}")
+        fields["user_id"] = user_id
+    if channels is not None:
+        if isinstance(channels, (str, bytes)):
+            raise TypeError("admit(channels=...) takes a list of channel names, not one string")
+        fields["channels"] = list(channels)
+    return ProxyAnswer(**fields)
+
+
 def allow() -> ProxyAnswer:
-    """Let the subscription or the publication (as sent) through: ``{}``."""
+    """Let the connection (as it is), the subscription or the publication (as sent)
+    through: ``{}``."""
     return ProxyAnswer()
 
 
 def deny(message: str = "refused by the back end") -> ProxyAnswer:
-    """Refuse a subscription or publication: the client gets 4003 with ``message``."""
+    """Refuse a connection, subscription or publication: the client gets 4003 with
+    ``message`` (a refused connection is closed with that code and reason)."""
     return ProxyAnswer(allow=False, message=message)
 
 
@@ -200,8 +305,9 @@ def rpc_error(code: str, message: str = "") -> ProxyAnswer:
 
 
 class Refused(Exception):
-    """Raise it in a :class:`tidings.fastapi.ProxyRouter` handler to refuse: a subscribe or
-    publish call answers :func:`deny`, an rpc call :func:`rpc_error` with ``code``."""
+    """Raise it in a :class:`tidings.fastapi.ProxyRouter` handler to refuse: a connect,
+    subscribe or publish call answers :func:`deny`, an rpc call :func:`rpc_error` with
+    ``code``."""
 
     def __init__(self, message: str = "refused by the back end", *, code: str = "forbidden") -> None:
         super().__init__(message)
