@@ -11,6 +11,8 @@ Runs a real `tidings serve --dev` in a temporary directory and stands next to it
     POST /restart                         SIGTERM the server (it sends `shutdown` and closes
                                           with 1012), then start it again on the same port
                                           with the same dev secrets, so tokens stay valid
+* the application's back end for `rpc` calls: the server's `[proxy] rpc` is this API's
+  POST /rpc (see Backend).
 
 Prints one JSON line, {"ws", "token", "helper", "api_key"}, once everything listens, then
 serves until SIGTERM or SIGINT, and stops the server on the way out.
@@ -27,15 +29,50 @@ import sys
 import urllib.request
 
 # Fast restarts: clients are told to come back within 200 ms, and shutdown waits at most 2 s.
-CONFIG = "shutdown_reconnect_spread = 200\nshutdown_deadline = 2000\n"
+# RPC calls go to the control API (Backend), and wait at most 5 s for it.
+CONFIG = (
+    "shutdown_reconnect_spread = 200\nshutdown_deadline = 2000\n"
+    '[proxy]\nrpc = "{rpc}"\ntimeout = 5000\n'
+)
+
+
+class Backend:
+    """The application's back end for clients' `rpc` calls (unsigned JSON POSTs of
+    {user_id, method, data, claims}). Methods:
+      echo    answers {user_id, data}
+      refuse  refuses (4003, "members only")
+      hang    answers only after the proxy timeout (a drop or a 4503 comes first)
+      calls   how many calls of {method, data} it has seen (to prove none was resent)
+    any other method is unknown (4004).
+    """
+
+    def __init__(self):
+        self.calls = []
+
+    async def answer(self, body):
+        request = json.loads(body)
+        method, data = request.get("method"), request.get("data")
+        self.calls.append([method, data])
+        if method == "echo":
+            return {"data": {"user_id": request.get("user_id"), "data": data}}
+        if method == "refuse":
+            return {"error": {"code": "forbidden", "message": "members only"}}
+        if method == "hang":
+            await asyncio.sleep(10)
+            return {"data": "too late"}
+        if method == "calls":
+            wanted = [data.get("method"), data.get("data")] if isinstance(data, dict) else None
+            return {"data": self.calls.count(wanted)}
+        return {"error": {"code": "not_found", "message": f"no method {method}"}}
 
 
 class Server:
     """The tidings process."""
 
-    def __init__(self, binary, workdir):
+    def __init__(self, binary, workdir, rpc_url):
         self.binary = binary
         self.workdir = workdir
+        self.rpc_url = rpc_url
         self.process = None
         self.port = 0
         self.token = None
@@ -45,7 +82,7 @@ class Server:
     async def start(self):
         config = os.path.join(self.workdir, "tidings.toml")
         with open(config, "w") as f:
-            f.write(CONFIG)
+            f.write(CONFIG.format(rpc=self.rpc_url))
         self.process = await asyncio.create_subprocess_exec(
             self.binary, "serve", "--dev", "--bind", f"127.0.0.1:{self.port}",
             "--config", config,
@@ -141,7 +178,7 @@ CORS = (
 )
 
 
-async def control(server, proxy, reader, writer):
+async def control(server, proxy, backend, reader, writer):
     """One HTTP/1.1 request of the control API."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -162,6 +199,8 @@ async def control(server, proxy, reader, writer):
         elif path == "/restart":
             await server.restart()
             payload = json.dumps({"port": server.port}).encode()
+        elif path == "/rpc":
+            payload = json.dumps(await backend.answer(body)).encode()
         else:
             status, payload = 404, b'{"error":"not found"}'
     except Exception as error:  # report, so the browser test sees why
@@ -170,22 +209,27 @@ async def control(server, proxy, reader, writer):
         f"HTTP/1.1 {status} X\r\n{CORS}Content-Type: application/json\r\n"
         f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
     ).encode() + payload
-    writer.write(response)
     try:
+        writer.write(response)
         await writer.drain()
+    except (ConnectionError, OSError):
+        pass  # the caller gave up (an rpc answered after the proxy timeout)
     finally:
         writer.close()
 
 
 async def main(binary, workdir):
-    server = Server(binary, workdir)
-    await server.start()
-    proxy = Proxy(server)
-    proxy_server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+    # The control API listens first, since the server's `[proxy] rpc` points at it (its
+    # handler finds `server` and `proxy` when the first request comes, after the start).
+    backend = Backend()
     control_server = await asyncio.start_server(
-        lambda r, w: control(server, proxy, r, w), "127.0.0.1", 0)
-    proxy_port = proxy_server.sockets[0].getsockname()[1]
+        lambda r, w: control(server, proxy, backend, r, w), "127.0.0.1", 0)
     control_port = control_server.sockets[0].getsockname()[1]
+    server = Server(binary, workdir, f"http://127.0.0.1:{control_port}/rpc")
+    proxy = Proxy(server)
+    await server.start()
+    proxy_server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+    proxy_port = proxy_server.sockets[0].getsockname()[1]
     print(json.dumps({
         "ws": f"ws://127.0.0.1:{proxy_port}/ws",
         "token": server.token,

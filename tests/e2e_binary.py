@@ -71,6 +71,9 @@ async def main():
     workdir = tempfile.mkdtemp(prefix="tidings-e2e-")
     proc, addr, token, api_key, secret = start_server(workdir)
     try:
+        secrets_file = os.path.join(workdir, "tidings-data", "dev-secrets.json")
+        mode = os.stat(secrets_file).st_mode & 0o777
+        check("--dev secrets file is private (0600)", mode == 0o600, oct(mode))
         url = f"ws://{addr}/ws?token={token}"
         async with websockets.connect(url, subprotocols=["tidings.v1"]) as ws:
             check("subprotocol tidings.v1 selected", ws.subprotocol == "tidings.v1", ws.subprotocol)

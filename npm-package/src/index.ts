@@ -14,6 +14,7 @@
  * const room = await client.subscribe("ticket:42");
  * room.on("chat_message", (m, meta) => show(meta.sender, m.content));
  * await room.publish({ type: "chat_message", data: { id: "m1", content: "Hello" } });
+ * const { message } = await client.rpc("motivation_requested", { mood: "tired" });
  * ```
  *
  * @packageDocumentation
@@ -144,6 +145,39 @@ export interface HistoryOptions {
   limit?: number;
 }
 
+/**
+ * The RPC methods of a client that declares none (the default of `TidingsClient`'s second
+ * type parameter): any method name, any request, and an answer of type `unknown`.
+ *
+ * Declare your back end's methods instead as a map from method name to its `request` and
+ * `response` types (a method without `request` is called without data):
+ *
+ * ```ts
+ * interface AppRpc {
+ *   motivation_requested: { request: { mood: string }; response: { message: string } };
+ *   ping: { response: "pong" };
+ * }
+ * const client = new TidingsClient<AppEvents, AppRpc>(url, { token });
+ * const { message } = await client.rpc("motivation_requested", { mood: "tired" });
+ * ```
+ *
+ * The types describe what the back end answers; nothing validates it at run time.
+ */
+export type AnyRpc = Record<string, { request: unknown; response: unknown }>;
+
+/** The method names of the RPC map `R`. */
+export type RpcMethod<R extends object> = Extract<keyof R, string>;
+
+/** What method `K` of the RPC map `R` takes (`undefined` when it declares no `request`). */
+export type RpcRequest<R extends object, K extends RpcMethod<R>> = R[K] extends { request: infer Q } ? Q : undefined;
+
+/** What method `K` of the RPC map `R` answers (`unknown` when it declares no `response`). */
+export type RpcResponse<R extends object, K extends RpcMethod<R>> = R[K] extends { response: infer P } ? P : unknown;
+
+/** The arguments of `rpc` after the method: its request, optional when it may be `undefined`. */
+export type RpcArgs<R extends object, K extends RpcMethod<R>> =
+  undefined extends RpcRequest<R, K> ? [data?: RpcRequest<R, K>] : [data: RpcRequest<R, K>];
+
 /** Removes the listener `on` added. */
 export type Off = () => void;
 
@@ -245,9 +279,10 @@ function adapt(type: string, listener: (...args: never[]) => void): (first: unkn
  * subscriptions with recovery of what was missed, queueing publishes while offline.
  *
  * `E` is the application's event map (event type name → payload type), added to the
- * standard events; see `TidingsEvents`.
+ * standard events; see `TidingsEvents`. `R` is its back end's RPC map (method name →
+ * `{ request, response }`); by default any method, with an `unknown` answer (see `AnyRpc`).
  */
-export class TidingsClient<E extends object = Record<never, never>> {
+export class TidingsClient<E extends object = Record<never, never>, R extends object = AnyRpc> {
   /** The WebSocket endpoint. */
   readonly url: string;
   #raw: WasmClient | undefined;
@@ -407,10 +442,10 @@ export class TidingsClient<E extends object = Record<never, never>> {
    * reconnects that takes). The subscription is restored, with recovery of what was
    * missed, after every reconnect until `unsubscribe`.
    */
-  async subscribe(channel: string, options?: SubscribeOptions): Promise<Subscription<E>> {
+  async subscribe(channel: string, options?: SubscribeOptions): Promise<Subscription<E, R>> {
     const raw = await this.#client();
     const subscription = await raw.subscribe(channel, undefined, options);
-    return new Subscription<E>(subscription, this);
+    return new Subscription<E, R>(subscription, this);
   }
 
   /**
@@ -437,6 +472,25 @@ export class TidingsClient<E extends object = Record<never, never>> {
     return raw.history(channel, options.since, options.before, options.limit);
   }
 
+  /**
+   * Calls `method` of the application's back end (the server's `[proxy] rpc` URL, or an
+   * embedding server's `on_rpc` hook) with `data`, any JSON, and resolves with its answer
+   * (needs a live connection). With an RPC map `R` the method name, the request and the
+   * answer are typed.
+   *
+   * The call is sent once and never again: when the connection drops before the answer it
+   * rejects with a `disconnected` `TidingsError` (the back end may have run it already, so
+   * retrying is your decision), and with `timeout` after `requestTimeoutMs`. The server's
+   * refusals reject with kind `server` and its code: 4004 (no back end answers the method),
+   * 4003 (the back end refused, with its message), 4503 (the back end is down or too slow:
+   * retry later), 4500 (it failed), 4400 (a method name that is empty, over 128 bytes or has
+   * control characters).
+   */
+  async rpc<K extends RpcMethod<R>>(method: K, ...args: RpcArgs<R, K>): Promise<RpcResponse<R, K>> {
+    const raw = await this.#client();
+    return raw.rpc(method, args[0]) as Promise<RpcResponse<R, K>>;
+  }
+
   /** Tells the other members of `channel` the user is typing (dropped while disconnected). */
   typing(channel: string): void {
     this.#raw?.typing(channel);
@@ -457,19 +511,20 @@ export class TidingsClient<E extends object = Record<never, never>> {
   }
 }
 
-/** A channel the client is subscribed to: its events, publish, presence and typing. */
-export class Subscription<E extends object = Record<never, never>> {
+/** A channel the client is subscribed to: its events, publish, presence and typing. `E`
+ * and `R` are its client's event and RPC maps. */
+export class Subscription<E extends object = Record<never, never>, R extends object = AnyRpc> {
   readonly #raw: WasmSubscription;
-  readonly #client: TidingsClient<E>;
+  readonly #client: TidingsClient<E, R>;
 
   /** Made by `TidingsClient.subscribe`. */
-  constructor(raw: WasmSubscription, client: TidingsClient<E>) {
+  constructor(raw: WasmSubscription, client: TidingsClient<E, R>) {
     this.#raw = raw;
     this.#client = client;
   }
 
   /** The client this subscription belongs to. */
-  get client(): TidingsClient<E> {
+  get client(): TidingsClient<E, R> {
     return this.#client;
   }
 

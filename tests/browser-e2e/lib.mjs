@@ -1,6 +1,7 @@
 // Helpers of the end-to-end tests: servers in temporary directories, headless Chromium.
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -64,11 +65,13 @@ export function stopProcess(child) {
 /**
  * `tidings serve --dev` on a free port in a temporary directory; or, with `again` (a server
  * this returned and `kill`ed), the same server started anew on its port and directory: the
- * same data and dev secrets, so its tokens stay valid.
+ * same data and dev secrets, so its tokens stay valid. With `rpc` (a URL, such as
+ * `startRpcBackend().url`), clients' `rpc` calls go there (`[proxy] rpc`).
  */
-export async function startTidings(again) {
+export async function startTidings(again, { rpc = again?.rpc } = {}) {
   const dir = again?.dir ?? tempDir("tidings-typetest-");
-  writeFileSync(join(dir, "tidings.toml"), "shutdown_deadline = 1000\n");
+  const proxy = rpc === undefined ? "" : `[proxy]\nrpc = ${JSON.stringify(rpc)}\ntimeout = 5000\n`;
+  writeFileSync(join(dir, "tidings.toml"), `shutdown_deadline = 1000\n${proxy}`);
   const binary = join(root, "target", "release", "tidings");
   const { child, found } = await startProcess(
     binary,
@@ -82,6 +85,7 @@ export async function startTidings(again) {
   const [http, token, apiKey] = found;
   return {
     dir,
+    rpc,
     port: Number(new URL(http).port),
     http,
     ws: `${http.replace("http:", "ws:")}/ws`,
@@ -119,6 +123,37 @@ export async function startDashboard(dataDir, port = 0) {
   );
   const [url, apiKey] = found;
   return { url, apiKey, port: Number(new URL(url).port), child, stop: () => stopProcess(child) };
+}
+
+/**
+ * An application back end for clients' `rpc` calls, on a free port: the server POSTs
+ * `{user_id, method, data, claims}` to `url` (unsigned: no `proxy.secret`). Methods:
+ * `motivation_requested` answers `{message}`, `refuse` refuses (4003, "members only"),
+ * any other is unknown (4004). `calls` lists the methods called, in order.
+ */
+export async function startRpcBackend() {
+  const calls = [];
+  const server = createServer(async (request, response) => {
+    let body = "";
+    for await (const chunk of request) body += chunk;
+    const { user_id: user, method, data } = JSON.parse(body);
+    calls.push(method);
+    let answer;
+    if (method === "motivation_requested") {
+      answer = { data: { message: `Keep going, ${user}! (${data?.mood})` } };
+    } else if (method === "refuse") {
+      answer = { error: { code: "forbidden", message: "members only" } };
+    } else {
+      answer = { error: { code: "not_found", message: `no method ${method}` } };
+    }
+    response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(answer));
+  });
+  await new Promise((resolvePromise) => server.listen(0, "127.0.0.1", resolvePromise));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/rpc`,
+    calls,
+    stop: () => new Promise((resolvePromise) => server.close(resolvePromise)),
+  };
 }
 
 /** `POST /api/publish` with the API key. */

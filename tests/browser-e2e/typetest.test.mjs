@@ -1,7 +1,8 @@
 // The packed @tidings/client in a fresh TypeScript project (typetest/): npm installs the
 // tarball, `tsc --strict --noEmit` accepts the program and every `@ts-expect-error` line
 // (so each of those lines is an error), without the directives exactly those lines fail,
-// and the compiled program runs in Node 20 with `ws` against a real `tidings serve --dev`;
+// and the compiled program runs in Node 20 with `ws` against a real `tidings serve --dev`
+// whose `rpc` calls go to a back end in this process (lib.mjs, startRpcBackend);
 // another program (typetest/restart.mjs) lives through its server being SIGKILLed and
 // started again on the same port.
 //
@@ -11,7 +12,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { cpSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { publish, root, run, startTidings, tempDir } from "./lib.mjs";
+import { publish, root, run, startRpcBackend, startTidings, tempDir } from "./lib.mjs";
 
 const tarball = join(
   root,
@@ -21,6 +22,7 @@ const tarball = join(
 );
 let project;
 let server;
+let backend;
 
 before(async () => {
   project = tempDir("tidings-typetest-project-");
@@ -31,11 +33,13 @@ before(async () => {
   writeFileSync(manifest, readFileSync(manifest, "utf8").replace("file:TARBALL", `file:${tarball}`));
   // The same pinned versions as tests/browser-e2e's lock file: the npm cache has them.
   await run("npm", ["install", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"], { cwd: project });
-  server = await startTidings();
+  backend = await startRpcBackend();
+  server = await startTidings(undefined, { rpc: backend.url });
 });
 
 after(async () => {
   await server?.stop();
+  await backend?.stop();
   if (project) rmSync(project, { recursive: true, force: true });
 });
 
@@ -94,7 +98,10 @@ test("the compiled program runs in Node 20 with ws against a real server", async
     },
   });
   assert.match(output, /notification on user:dev \(success\): Report ready/);
+  assert.match(output, /rpc: Keep going, dev! \(tired\)/);
   assert.match(output, /typetest ok/);
+  // Each call reached the back end once (the invalid method name never left the server).
+  assert.deepEqual(backend.calls, ["motivation_requested", "retired_method", "refuse", "anything"]);
 });
 
 /** A running Node program whose stdout lines are JSON objects, collected as they come. */

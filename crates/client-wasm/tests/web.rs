@@ -4,6 +4,8 @@
 //! and passes, at compile time: `TIDINGS_TEST_URL` (the WebSocket URL, through the helper's
 //! proxy), `TIDINGS_TEST_TOKEN` (user `dev`) and `TIDINGS_TEST_HELPER` (the helper's HTTP
 //! API: publish through the server's HTTP API, cut every connection, restart the server).
+//! The helper is also the application's back end for `rpc` calls (the server's
+//! `[proxy] rpc`): methods `echo`, `refuse`, `hang` and `calls`.
 //! Without them every test passes vacuously and says so on the console.
 #![cfg(target_arch = "wasm32")]
 #![allow(
@@ -497,5 +499,82 @@ async fn a_server_restart_reconnects_and_resubscribes() {
     let after = calls(&chats)[1].clone();
     assert_eq!(after[0]["content"], "after");
     assert_eq!(after[1]["epoch"], restored["epoch"]);
+    client.close();
+}
+
+/// A rejection's `name`, `kind`, `code` and `message`.
+fn rejection(error: &JsValue) -> Value {
+    let get = |name: &str| rust(&js_sys::Reflect::get(error, &name.into()).unwrap());
+    json!({"name": get("name"), "kind": get("kind"), "code": get("code"), "message": get("message")})
+}
+
+/// How many calls of `method` with `data` the helper's back end has seen.
+async fn backend_calls(client: &TidingsClient, method: &str, data: &Value) -> u64 {
+    let asked = js(&json!({"method": method, "data": data}));
+    let count = wait(client.rpc("calls".into(), asked)).await.unwrap();
+    rust(&count).as_u64().unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn rpc_calls_are_answered_refused_and_failed_by_a_drop_without_a_resend() {
+    if server().is_none() {
+        return;
+    }
+    let (client, _) = client(json!({}));
+    connected(&client).await;
+    let answer = wait(client.rpc("echo".into(), js(&json!({"mood": "tired", "n": [1, 2]}))));
+    assert_eq!(
+        rust(&answer.await.unwrap()),
+        json!({"user_id": "dev", "data": {"mood": "tired", "n": [1, 2]}})
+    );
+    // Without data the call carries `null`.
+    let answer = wait(client.rpc("echo".into(), JsValue::UNDEFINED)).await;
+    assert_eq!(rust(&answer.unwrap())["data"], Value::Null);
+
+    // Refusals are TidingsErrors of kind `server` with the server's code.
+    let unknown = wait(client.rpc("nope".into(), JsValue::UNDEFINED)).await;
+    let unknown = rejection(&unknown.unwrap_err());
+    assert_eq!(
+        (&unknown["name"], &unknown["kind"], &unknown["code"]),
+        (&json!("TidingsError"), &json!("server"), &json!(4004)),
+        "{unknown}"
+    );
+    let refused = wait(client.rpc("refuse".into(), JsValue::UNDEFINED)).await;
+    let refused = rejection(&refused.unwrap_err());
+    assert_eq!(refused["code"], 4003, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("members only"),
+        "{refused}"
+    );
+    // Data that is not JSON is refused before anything is sent.
+    let big = wait(client.rpc("echo".into(), js_sys::BigInt::from(5_i64).into())).await;
+    assert_eq!(rejection(&big.unwrap_err())["kind"], "encode");
+
+    // A call the back end is still answering when the connection drops fails at once...
+    let key = json!(channel("rpc-drop"));
+    let call = client.rpc("hang".into(), js(&key));
+    let start = js_sys::Date::now();
+    while backend_calls(&client, "hang", &key).await == 0 {
+        assert!(
+            js_sys::Date::now() - start < 5_000.0,
+            "the call never arrived"
+        );
+        sleep(20).await;
+    }
+    let dropped = helper("/drop", None).await;
+    assert!(dropped["dropped"].as_u64().unwrap() >= 1, "{dropped}");
+    let lost = rejection(&wait(call).await.unwrap_err());
+    assert_eq!(
+        (&lost["kind"], &lost["code"]),
+        (&json!("disconnected"), &json!(1006)),
+        "{lost}"
+    );
+    // ... and is not made again after the reconnect.
+    connected(&client).await;
+    sleep(300).await;
+    assert_eq!(backend_calls(&client, "hang", &key).await, 1);
     client.close();
 }

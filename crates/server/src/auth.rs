@@ -165,6 +165,8 @@ impl Authenticator {
 fn validation(algorithm: Algorithm, config: &JwtConfig) -> Validation {
     let mut validation = Validation::new(algorithm);
     validation.leeway = 0;
+    // A token not valid yet (`nbf` in the future) is refused.
+    validation.validate_nbf = true;
     let user_id_elsewhere = config
         .user_id_claim
         .as_deref()
@@ -444,6 +446,31 @@ mod tests {
                 "{missing}"
             );
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let config = JwtConfig {
+            secret: Some("s3cret".into()),
+            ..JwtConfig::default()
+        };
+        let auth = Authenticator::new(&config)?;
+        let sign = |claims: serde_json::Value| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(b"s3cret"),
+            )
+        };
+        let now = now_secs();
+        let later = sign(serde_json::json!({"sub": "7", "exp": now + 600, "nbf": now + 300}))?;
+        assert!(matches!(
+            auth.verify(Some(&later)),
+            Err(AuthError::Invalid(_))
+        ));
+        let valid = sign(serde_json::json!({"sub": "7", "exp": now + 600, "nbf": now - 1}))?;
+        assert_eq!(auth.verify(Some(&valid))?.sub, "7");
         Ok(())
     }
 }

@@ -231,6 +231,13 @@ struct Pending {
 
 impl Pending {
     async fn admit(self, socket: WebSocket) {
+        // A user id from the path is held to the rules of user ids (it may become one).
+        if let Some(user) = &self.expected_user
+            && crate::node::check_sender(user).is_err()
+        {
+            let reason = "the path's user id must be 1 to 255 bytes without control characters";
+            return connection::refuse(socket, Code::BadFrame, reason.to_owned()).await;
+        }
         let token = self.token.as_deref().filter(|token| !token.is_empty());
         let has_hook = self.shared.hooks.connect.is_some();
         let verified = match token {

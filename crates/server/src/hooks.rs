@@ -28,6 +28,9 @@ pub enum HookError {
     /// The back end said no, with its reason: 4003.
     #[error("{0}")]
     Refused(String),
+    /// The back end found the request's arguments invalid: 4400.
+    #[error("{0}")]
+    Invalid(String),
     /// The back end is down, or did not answer in time: 4503, retry later.
     #[error("the back end is unavailable: {0}")]
     Unavailable(String),
@@ -42,6 +45,7 @@ impl HookError {
         match self {
             HookError::NotFound(_) => Code::NotFound,
             HookError::Refused(_) => Code::Forbidden,
+            HookError::Invalid(_) => Code::BadFrame,
             HookError::Unavailable(_) => Code::Unavailable,
             HookError::Failed(_) => Code::InternalError,
         }

@@ -232,8 +232,19 @@ fn dev_secrets(data_dir: &std::path::Path) -> Result<DevSecrets, String> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let text = serde_json::to_string_pretty(&secrets).map_err(|e| e.to_string())?;
-    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    write_private(&path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(secrets)
+}
+
+/// Writes a file only its owner may read (mode 0600 on Unix): it holds secrets.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {

@@ -12,7 +12,7 @@
 //! | connect | `{user_id, claims, path, headers}` (`user_id` and `claims` are `null` without a token; `headers`: cookie, origin, user-agent, x-forwarded-for, x-real-ip) | `{}` admits as is; `{"user_id": "..."}` names the user; `{"channels": [...]}` limits its channels; `{"allow": false, "message": "..."}` closes it with 4003 |
 //! | subscribe | `{user_id, channel, claims}` | `{}` or `{"allow": true}`; `{"allow": false, "message": "..."}` refuses (4003) |
 //! | publish | `{user_id, channel, event: {type, data}, claims}` | `{}` publishes as sent; `{"event": {...}}` publishes that instead; `{"allow": false, "message": "..."}` refuses (4003) |
-//! | rpc | `{user_id, method, data, claims}` | `{"data": ...}` is the reply; `{"error": {"code": "not_found", "message": "..."}}` (4004), any other code refuses (4003) |
+//! | rpc | `{user_id, method, data, claims}` | `{"data": ...}` is the reply; `{"error": {"code": "not_found", "message": "..."}}` (4004); code `bad_request` is 4400, `unavailable` 4503, any other refuses (4003) |
 //!
 //! An empty or `null` `200` body counts as `{}`; a field not listed here is an error (so a
 //! misspelt `allowed` never passes as an allow). A `403` refuses, with its message (ours,
@@ -83,6 +83,7 @@ impl Answer {
             };
             return Some(match error.code.as_str() {
                 "not_found" => HookError::NotFound(message),
+                "bad_request" | "invalid" => HookError::Invalid(message),
                 "unavailable" => HookError::Unavailable(message),
                 _ => HookError::Refused(message),
             });

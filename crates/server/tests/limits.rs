@@ -74,6 +74,39 @@ async fn frames_over_the_limit_close_4413() {
 }
 
 #[tokio::test]
+async fn binary_frames_count_against_the_rate_limit() {
+    let mut config = config();
+    config.limits.rate_per_second = 1;
+    config.limits.rate_burst = 3;
+    config.limits.rate_violations_before_close = 3;
+    let server = start_config(config).await;
+    let mut client = server.connect("7").await;
+    for _ in 0..20 {
+        let sent = client
+            .ws
+            .send(tokio_tungstenite::tungstenite::Message::binary(vec![
+                0u8;
+                16
+            ]))
+            .await;
+        if sent.is_err() {
+            break;
+        }
+    }
+    let mut codes = Vec::new();
+    let closed = loop {
+        match client.next_frame(std::time::Duration::from_secs(5)).await {
+            Ok(Some(frame)) => codes.push(error(&frame).code.as_u16()),
+            Ok(None) => panic!("no close after a flood of binary frames: {codes:?}"),
+            Err(closed) => break closed,
+        }
+    };
+    assert_eq!(&codes[..3], &[4400, 4400, 4400], "{codes:?}");
+    assert!(codes[3..].iter().all(|code| *code == 4008), "{codes:?}");
+    assert_eq!(closed.code, 4008);
+}
+
+#[tokio::test]
 async fn rate_limit_warns_with_4008_then_closes_4008() {
     let mut config = config();
     config.limits.rate_per_second = 1;

@@ -104,6 +104,10 @@ async fn start_app(seen: Arc<Mutex<Seen>>) -> SocketAddr {
                     tokio::time::sleep(Duration::from_secs(3)).await;
                     Json(json!({"data": null})).into_response()
                 }
+                "invalid" => {
+                    Json(json!({"error": {"code": "bad_request", "message": "mood is required"}}))
+                        .into_response()
+                }
                 "forbidden" => {
                     Json(json!({"error": {"code": "forbidden", "message": "admins only"}}))
                         .into_response()
@@ -181,6 +185,11 @@ async fn rpc_goes_to_the_back_end_and_every_failure_is_typed() {
     client.ping_ok().await;
     let slow = client.recv_until(|f| f.id == Some(slow_id)).await;
     assert_eq!(code_of(&slow), 4503);
+    let invalid = client.call("rpc", json!({"method": "invalid"})).await;
+    assert_eq!(
+        (code_of(&invalid), error(&invalid).message.as_str()),
+        (4400, "mood is required")
+    );
     let bad = client.call("rpc", json!({"method": ""})).await;
     assert_eq!(code_of(&bad), 4400);
     client.ping_ok().await;

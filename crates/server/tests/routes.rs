@@ -106,6 +106,12 @@ async fn anonymous_connections_get_an_id_of_their_own_or_the_routes() {
     let mut diary = Client::open(&format!("ws://{addr}/api/v1/ws/9")).await;
     assert_eq!(as_json(&diary.recv().await)["data"]["user_id"], "9");
     assert!(server.tidings.is_user_connected("9"));
+    // A path's user id is held to the rules of user ids.
+    let long = "x".repeat(300);
+    for bad in ["a%00b", long.as_str()] {
+        let mut refused = Client::open(&format!("ws://{addr}/api/v1/ws/{bad}")).await;
+        assert_eq!(refused.expect_close().await.code, 4400, "{bad}");
+    }
     // A token that is present is still checked.
     let mut forged = Client::open(&format!("ws://{addr}/ws?token=forged")).await;
     assert_eq!(forged.expect_close().await.code, 4001);

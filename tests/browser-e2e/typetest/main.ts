@@ -21,6 +21,14 @@ interface ShopEvents {
   order_shipped: { order: number; carrier: string };
 }
 
+// The back end's RPC methods, declared once: method name -> request and response.
+interface ShopRpc {
+  motivation_requested: { request: { mood: string }; response: { message: string } };
+  refuse: { request: { why?: string }; response: null };
+  // Declared here, but the back end does not answer it (any more): 4004.
+  retired_method: { response: { ok: boolean } };
+}
+
 // Events can also be added for every client at once, by module augmentation.
 declare module "@tidings/client" {
   interface TidingsEvents {
@@ -59,8 +67,22 @@ async function publishOverHttp(channel: string, event: { type: string; data: unk
   }
 }
 
+/** Resolves when `call` rejects with a TidingsError of kind `server` and this code. */
+async function refusedWith(code: number, call: Promise<unknown>): Promise<void> {
+  try {
+    await call;
+  } catch (error) {
+    const e = error as TidingsError;
+    if (e.name === "TidingsError" && e.kind === "server" && e.code === code) {
+      return;
+    }
+    throw error;
+  }
+  throw new Error(`a call that should fail with ${code} succeeded`);
+}
+
 async function main(): Promise<void> {
-  const client = new TidingsClient<ShopEvents>(url, {
+  const client = new TidingsClient<ShopEvents, ShopRpc>(url, {
     token,
     WebSocket,
     backoff: { minMs: 100, maxMs: 2000 },
@@ -142,6 +164,25 @@ async function main(): Promise<void> {
     throw new Error(`unexpected notification ${JSON.stringify(note)}`);
   }
 
+  // RPC: the back end's answer, typed through ShopRpc.
+  const motivation = await within(5000, "rpc", client.rpc("motivation_requested", { mood: "tired" }));
+  const text: string = motivation.message;
+  console.log(`rpc: ${text}`);
+  // Refusals are TidingsErrors of kind `server` with the server's code.
+  await refusedWith(4004, client.rpc("retired_method"));
+  await refusedWith(4003, client.rpc("refuse", {}));
+  // Without an RPC map any method name is accepted (the server checks it), the answer is
+  // `unknown`.
+  const untyped: TidingsClient = new TidingsClient(url, { token, WebSocket });
+  try {
+    // An rpc needs a live connection (it is never queued): wait for it.
+    await within(10_000, "the second client", untyped.ready());
+    await refusedWith(4004, untyped.rpc("anything", { any: ["json", 1, null] }));
+    await refusedWith(4400, untyped.rpc(""));
+  } finally {
+    untyped.close();
+  }
+
   // Failures are TidingsErrors with a kind and a code.
   try {
     await client.subscribe("user:someone-else");
@@ -185,6 +226,22 @@ export async function wrong(client: TidingsClient<ShopEvents>, room: Subscriptio
   await room.history({ limit: "10" });
   // @ts-expect-error: an unknown option
   new TidingsClient("ws://x", { tokne: "t" });
+}
+
+// Nor these: the RPC map bites too.
+export async function wrongRpc(client: TidingsClient<ShopEvents, ShopRpc>, untyped: TidingsClient): Promise<void> {
+  // @ts-expect-error: no such method (a typo of motivation_requested)
+  await client.rpc("motivation_request", { mood: "tired" });
+  // @ts-expect-error: mood is a string
+  await client.rpc("motivation_requested", { mood: 3 });
+  // @ts-expect-error: the request is required
+  await client.rpc("motivation_requested");
+  // @ts-expect-error: a method without a request takes no data
+  await client.rpc("retired_method", { ok: true });
+  // @ts-expect-error: the answer's message is a string
+  const n: number = (await client.rpc("motivation_requested", { mood: "x" })).message;
+  // @ts-expect-error: without an RPC map the answer is unknown
+  const s: string = await untyped.rpc("anything");
 }
 
 main().then(

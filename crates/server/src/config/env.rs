@@ -51,7 +51,11 @@ pub const ENV_ALIASES: &[EnvAlias] = &[
 
 /// `TIDINGS_*` variables that are not settings but are known: the file's path, read by the
 /// binary.
-const NOT_SETTINGS: &[&str] = &["TIDINGS_CONFIG"];
+const NOT_SETTINGS: &[&str] = &[
+    "TIDINGS_CONFIG",
+    // The server's URL, read by the back-end SDKs (sdk/python) running beside the binary.
+    "TIDINGS_URL",
+];
 
 /// `figment` with the environment merged on top.
 pub(super) fn merge(figment: Figment) -> Figment {

@@ -212,8 +212,14 @@ impl Connection {
                             }
                         }
                         Some(Ok(Message::Binary(_))) => {
-                            let error = RequestError::new(Code::BadFrame, "binary frames are not supported; send JSON text");
-                            self.session.reply_error(None, &error);
+                            // Counted like text: a flood of them is rate limited too.
+                            metrics::counter!(crate::metrics::FRAMES_IN).increment(1);
+                            if self.limiter.check().is_err() {
+                                self.rate_limited("");
+                            } else {
+                                let error = RequestError::new(Code::BadFrame, "binary frames are not supported; send JSON text");
+                                self.session.reply_error(None, &error);
+                            }
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                         Some(Ok(Message::Close(_))) | None => {
