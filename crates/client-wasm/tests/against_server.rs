@@ -317,6 +317,12 @@ async fn the_offline_inbox_is_delivered_once_and_acknowledged_automatically() {
     eventually("the inbox", || seen.lock().unwrap().len() == 2).await;
     assert_eq!(*seen.lock().unwrap(), vec!["while away 1", "while away 2"]);
     client.close().await; // the pending ack goes out before the close
+    // The server reads the ack before the close: once the connection is gone on the
+    // server, the ack is stored (a busy machine may schedule the new connection first).
+    eventually("the first connection gone", || {
+        server.tidings.user_connections("9") == 0
+    })
+    .await;
 
     let again = open(seen.clone()).await;
     eventually("connected", || again.state() == State::Connected).await;
