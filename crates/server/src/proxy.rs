@@ -14,6 +14,10 @@
 //! | publish | `{user_id, channel, event: {type, data}, claims}` | `{}` publishes as sent; `{"event": {...}}` publishes that instead; `{"allow": false, "message": "..."}` refuses (4003) |
 //! | rpc | `{user_id, method, data, claims}` | `{"data": ...}` is the reply; `{"error": {"code": "not_found", "message": "..."}}` (4004); code `bad_request` is 4400, `unavailable` 4503, any other refuses (4003) |
 //!
+//! Every call may also answer `{"error": {"code", "message"}}` as rpc does: `bad_request`
+//! gives the client 4400 (an empty chat message), `not_found` 4004, `unavailable` 4503, any
+//! other code 4003.
+//!
 //! An empty or `null` `200` body counts as `{}`; a field not listed here is an error (so a
 //! misspelt `allowed` never passes as an allow). A `403` refuses, with its message (ours,
 //! FastAPI's `detail`, or the body as text). A `500` is the app's failure (4500, not
@@ -152,12 +156,14 @@ impl ProxyClient {
             .body(body.to_owned())
             .send()
             .await
-            .map_err(|e| HookError::Unavailable(format!("{kind} proxy: {e}")))?;
+            // Without the URL: the reason reaches clients, the app's address is internal.
+            .map_err(|e| HookError::Unavailable(format!("{kind} proxy: {}", e.without_url())))?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| HookError::Unavailable(format!("{kind} proxy: {e}")))?;
+            // Without the URL: the reason reaches clients, the app's address is internal.
+            .map_err(|e| HookError::Unavailable(format!("{kind} proxy: {}", e.without_url())))?;
         if bytes.len() > MAX_ANSWER_BYTES {
             return Err(HookError::Failed(format!(
                 "{kind} proxy answered {} bytes (at most {MAX_ANSWER_BYTES})",

@@ -212,6 +212,13 @@ async fn a_back_end_that_is_down_gives_4503_and_without_one_rpc_is_4004() {
     let mut client = server.connect("alice").await;
     let down = client.call("rpc", json!({"method": "anything"})).await;
     assert_eq!(code_of(&down), 4503);
+    // The app's address is internal: it is not in the reason clients see.
+    let port = addr.port().to_string();
+    assert!(
+        !error(&down).message.contains(&port),
+        "{:?}",
+        error(&down).message
+    );
     let subscribe = client
         .call("subscribe", json!({"channel": "ticket:1"}))
         .await;
@@ -288,7 +295,11 @@ async fn the_back_end_decides_who_reads_a_channel() {
     assert_eq!(open.recv().await.kind(), "connected");
     let mut refused =
         Client::open(&format!("ws://{addr}/ws/chat/2?token={}", token("alice"))).await;
-    assert_eq!(refused.expect_close().await.code, 4003);
+    let closed = refused.expect_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4003, "not your ticket")
+    );
     // The personal channel is the built-in policy's, never asked.
     let seen = seen.lock().unwrap();
     assert!(

@@ -69,11 +69,13 @@ impl Session {
             self.shared
                 .check_read(self.caller(), &channel)
                 .await
-                .map_err(|e| match e.code() {
-                    Code::Forbidden => {
+                .map_err(|e| match e {
+                    // The application's own reason, when its hook refused.
+                    crate::errors::ChannelError::Backend(_) => RequestError::from(e),
+                    e if e.code() == Code::Forbidden => {
                         RequestError::new(Code::Forbidden, format!("access to {channel} denied"))
                     }
-                    _ => RequestError::from(e),
+                    e => RequestError::from(e),
                 })?;
             if channel != personal {
                 automatic.push(channel);
