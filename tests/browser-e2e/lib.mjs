@@ -66,26 +66,35 @@ export function stopProcess(child) {
  * `tidings serve --dev` on a free port in a temporary directory; or, with `again` (a server
  * this returned and `kill`ed), the same server started anew on its port and directory: the
  * same data and dev secrets, so its tokens stay valid. With `rpc` (a URL, such as
- * `startRpcBackend().url`), clients' `rpc` calls go there (`[proxy] rpc`).
+ * `startRpcBackend().url`), clients' `rpc` calls go there (`[proxy] rpc`). `config` is more
+ * of its TOML file (top-level keys first, then tables). The result has the dev JWT secret
+ * (`jwtSecret`) for minting tokens.
  */
-export async function startTidings(again, { rpc = again?.rpc } = {}) {
+export async function startTidings(again, { rpc = again?.rpc, config = again?.config ?? "" } = {}) {
   const dir = again?.dir ?? tempDir("tidings-typetest-");
   const proxy = rpc === undefined ? "" : `[proxy]\nrpc = ${JSON.stringify(rpc)}\ntimeout = 5000\n`;
-  writeFileSync(join(dir, "tidings.toml"), `shutdown_deadline = 1000\n${proxy}`);
+  writeFileSync(join(dir, "tidings.toml"), `shutdown_deadline = 1000\n${config}\n${proxy}`);
   const binary = join(root, "target", "release", "tidings");
   const { child, found } = await startProcess(
     binary,
     ["serve", "--dev", "--bind", `127.0.0.1:${again?.port ?? 0}`, "--config", join(dir, "tidings.toml")],
     {
       cwd: dir,
-      wanted: [/dev server on (http:\/\/127\.0\.0\.1:\d+)/, /\/ws\?token=(\S+)/, /HTTP API key: (\S+)/],
+      wanted: [
+        /dev server on (http:\/\/127\.0\.0\.1:\d+)/,
+        /\/ws\?token=(\S+)/,
+        /HTTP API key: (\S+)/,
+        /TIDINGS_JWT_SECRET=(\S+)/,
+      ],
       logFile: join(dir, `tidings-${Date.now()}.log`),
     },
   );
-  const [http, token, apiKey] = found;
+  const [http, token, apiKey, jwtSecret] = found;
   return {
     dir,
     rpc,
+    config,
+    jwtSecret,
     port: Number(new URL(http).port),
     http,
     ws: `${http.replace("http:", "ws:")}/ws`,
