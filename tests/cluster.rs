@@ -183,7 +183,16 @@ async fn a_killed_nodes_users_leave_within_the_ttl(broker: &str) {
         events.lock().unwrap().contains(&"joined ghost".to_owned())
     })
     .await;
-    let seen_there = status(survivor_addr).await;
+    // The join is announced at the first connection; the count of both follows with the
+    // next presence report (every 50 ms).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let seen_there = loop {
+        let seen_there = status(survivor_addr).await;
+        if seen_there["connections"] == 2 || tokio::time::Instant::now() > deadline {
+            break seen_there;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(seen_there["connections"], 2, "{seen_there}");
     assert_eq!(seen_there["scope"], "cluster");
 
