@@ -11,6 +11,7 @@
 
 mod backlog;
 mod client;
+mod cluster;
 mod connect;
 mod fanout;
 mod idle;
@@ -64,6 +65,14 @@ pub(crate) struct Plan {
     pub(crate) publish_ladder: Vec<f64>,
     /// Megabytes of the backlog scenario (half to a channel, half to the offline inbox).
     pub(crate) backlog_mb: u64,
+    /// The cluster scenario: subscribers of its one channel, its open-loop publish rates
+    /// (publishes/s), how long each rate and the as-fast-as-acks step last, and how long to
+    /// wait for a step's deliveries.
+    pub(crate) cluster_subscribers: usize,
+    pub(crate) cluster_rates: Vec<f64>,
+    pub(crate) cluster_step: Duration,
+    pub(crate) cluster_acks_step: Duration,
+    pub(crate) cluster_drain: Duration,
     /// Only these servers (`--servers tidings,socket_io,...`); all when empty.
     pub(crate) servers: Vec<Kind>,
 }
@@ -101,6 +110,11 @@ impl Plan {
                 publish_conns: 50,
                 publish_ladder: vec![500.0, 2000.0],
                 backlog_mb: 4,
+                cluster_subscribers: 100,
+                cluster_rates: vec![50.0],
+                cluster_step: Duration::from_millis(1000),
+                cluster_acks_step: Duration::from_millis(500),
+                cluster_drain: Duration::from_secs(5),
                 servers: Vec::new(),
             },
             Mode::Quick => Plan {
@@ -129,6 +143,11 @@ impl Plan {
                     1e3, 5e3, 10e3, 15e3, 20e3, 25e3, 30e3, 40e3, 50e3, 70e3, 100e3,
                 ],
                 backlog_mb: 100,
+                cluster_subscribers: 1000,
+                cluster_rates: vec![20.0, 50.0, 100.0],
+                cluster_step: Duration::from_secs(3),
+                cluster_acks_step: Duration::from_secs(2),
+                cluster_drain: Duration::from_secs(10),
                 servers: Vec::new(),
             },
             Mode::Full => Plan {
@@ -158,6 +177,11 @@ impl Plan {
                     150e3,
                 ],
                 backlog_mb: 100,
+                cluster_subscribers: 1000,
+                cluster_rates: vec![20.0, 50.0, 100.0, 200.0],
+                cluster_step: Duration::from_secs(5),
+                cluster_acks_step: Duration::from_secs(3),
+                cluster_drain: Duration::from_secs(15),
                 servers: Vec::new(),
             },
         }
@@ -194,6 +218,9 @@ pub(crate) struct Results {
     pub(crate) publish: Vec<Run<publish::PublishResult>>,
     #[serde(default)]
     pub(crate) backlog: Vec<Run<backlog::BacklogResult>>,
+    /// Several nodes (its runs are all Tidings on PostgreSQL; the setup is in the result).
+    #[serde(default)]
+    pub(crate) cluster: Vec<Run<cluster::ClusterResult>>,
 }
 
 impl Plan {
@@ -270,7 +297,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
         .cloned()
 }
 
-const USAGE: &str = "usage: loadgen run --mode smoke|quick|full [--out FILE] [--only idle,fanout,rr,connect,storm,slow,publish,backlog] [--servers tidings,tidings_postgres,tidings_ephemeral,tidings_one_user,socketioxide,socket_io,raw_naive,raw_batch,bare_ws] [--docs DIR] [--passes N] [--fanout-sizes a,b] [--merge] | loadgen report FILE";
+const USAGE: &str = "usage: loadgen run --mode smoke|quick|full [--out FILE] [--only idle,fanout,rr,connect,storm,slow,publish,backlog,cluster] [--servers tidings,tidings_postgres,tidings_ephemeral,tidings_one_user,socketioxide,socket_io,raw_naive,raw_batch,bare_ws] [--docs DIR] [--passes N] [--fanout-sizes a,b] [--merge] | loadgen report FILE";
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -392,18 +419,29 @@ async fn run(args: &[String]) -> Res<bool> {
     if wants("backlog") {
         results.backlog = backlog::scenario(&plan, &paths).await;
     }
+    if wants("cluster") {
+        results.cluster = cluster::scenario(&plan, &paths).await;
+    }
     results.seconds = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&work);
     servers::drop_databases().await;
 
     let out = arg(args, "--out").map(PathBuf::from);
     // --merge: keep the other scenarios of an existing results file (re-running one
-    // scenario of a full run).
+    // scenario of a full run). Without one for today, the newest results file next to it
+    // gives the other scenarios (bench/run names the file by the date).
     if args.iter().any(|a| a == "--merge")
         && let Some(out) = &out
-        && let Ok(text) = std::fs::read_to_string(out)
+        && let Some((from, text)) = merge_base(out)
     {
         let mut base: Results = serde_json::from_str(&text)?;
+        if from != *out {
+            println!(
+                "{} does not exist: the other scenarios come from {}",
+                out.display(),
+                from.display()
+            );
+        }
         if wants("idle") {
             base.idle = std::mem::take(&mut results.idle);
         }
@@ -428,8 +466,16 @@ async fn run(args: &[String]) -> Res<bool> {
         if wants("backlog") {
             base.backlog = std::mem::take(&mut results.backlog);
         }
+        if wants("cluster") {
+            base.cluster = std::mem::take(&mut results.cluster);
+        }
+        let into = if from == *out {
+            String::new()
+        } else {
+            format!(" into the results of {}", from.display())
+        };
         base.commands.push(format!(
-            "re-run on {} and merged: loadgen {}",
+            "re-run on {} and merged{into}: loadgen {}",
             results.date,
             args.join(" ")
         ));
@@ -454,6 +500,27 @@ async fn run(args: &[String]) -> Res<bool> {
     // Smoke proves the harness: a failed run fails it. In quick and full runs a server that
     // gives up under load is a measurement (it is on the page), not a failure of the bench.
     Ok(failed == 0 || mode != Mode::Smoke)
+}
+
+/// The results file a `--merge` keeps the other scenarios of: `out` itself, or else the
+/// newest dated results file (`YYYY-MM-DD.json`) in its directory; with its text.
+fn merge_base(out: &std::path::Path) -> Option<(PathBuf, String)> {
+    if let Ok(text) = std::fs::read_to_string(out) {
+        return Some((out.to_path_buf(), text));
+    }
+    let dir = out.parent()?;
+    let newest = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| {
+            p.file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(|s| s.len() == 10 && s.chars().all(|c| c.is_ascii_digit() || c == '-'))
+        })
+        .max()?;
+    let text = std::fs::read_to_string(&newest).ok()?;
+    Some((newest, text))
 }
 
 /// The `bench/run` line that runs what `args` asks.

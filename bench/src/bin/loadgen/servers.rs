@@ -118,7 +118,7 @@ fn database_prefix() -> String {
 }
 
 /// Creates a fresh database; returns its name and URL.
-async fn create_database() -> Res<(String, String)> {
+pub(crate) async fn create_database() -> Res<(String, String)> {
     use sqlx::Connection;
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -153,6 +153,27 @@ pub(crate) async fn drop_databases() {
             .await;
     }
     let _ = conn.close().await;
+}
+
+/// Drops one database this process created (forcing its connections closed).
+pub(crate) async fn drop_database(name: &str) {
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+        let _ = conn.close().await;
+    }
+}
+
+/// CPU seconds of the PostgreSQL backends serving `database` now (backends that ended are
+/// not counted).
+pub(crate) fn backends_cpu(database: &str) -> f64 {
+    backend_pids(database)
+        .into_iter()
+        .map(cpu_seconds)
+        .filter(|s| s.is_finite())
+        .sum()
 }
 
 /// PostgreSQL backend processes serving `database` (their titles name it), for their CPU.
@@ -265,7 +286,75 @@ impl Server {
                     .arg(addr.to_string());
             }
         }
-        let log = std::fs::File::create(paths.work.join(format!("{kind:?}.log")))?;
+        Server::spawn(
+            command,
+            kind,
+            addr,
+            store,
+            &paths.work.join(format!("{kind:?}.log")),
+        )
+        .await
+    }
+
+    /// Starts one node of several (the cluster scenario): `tidings serve` pinned to the
+    /// server core on the PostgreSQL database `database_url` (made and dropped by the
+    /// caller, shared by the nodes), with `broker` (its URL and this cluster's
+    /// `broker_prefix`) or none (one node). Its CPU ([`Server::own_cpu`]) is the node's
+    /// alone; the caller reads the database's backends.
+    pub(crate) async fn start_node(
+        name: &str,
+        paths: &Paths,
+        common: Common,
+        database_url: &str,
+        broker: Option<(&str, &str)>,
+    ) -> Res<Server> {
+        let port = free_port()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let mut toml = String::new();
+        if let Some((_, prefix)) = broker {
+            // Top-level keys come before the tables of tidings_config.
+            toml.push_str(&format!(
+                "# This run's own broker channel names: runs never hear each other.\n\
+                 broker_prefix = \"{prefix}\"\n"
+            ));
+        }
+        toml.push_str(&tidings_config(common));
+        let config = paths.work.join(format!("tidings-{name}.toml"));
+        std::fs::write(&config, toml)?;
+        let mut command = Command::new("taskset");
+        command
+            .arg("-c")
+            .arg(common.server_core.to_string())
+            .arg(&paths.tidings)
+            .arg("serve")
+            .arg("--bind")
+            .arg(addr.to_string())
+            .arg("--config")
+            .arg(&config)
+            .arg("--database-url")
+            .arg(database_url)
+            .env_remove("DATABASE_URL")
+            .env_remove("TIDINGS_DATA_DIR")
+            .env_remove("TIDINGS_BROKER")
+            .env_remove("TIDINGS_BROKER_PREFIX")
+            .env("TIDINGS_JWT_SECRET", SECRET)
+            .env("TIDINGS_API_KEY", API_KEY)
+            .env("RUST_LOG", "warn");
+        if let Some((url, _)) = broker {
+            command.arg("--broker").arg(url);
+        }
+        let log = paths.work.join(format!("{name}.log"));
+        Server::spawn(command, Kind::TidingsPostgres, addr, FreshStore::None, &log).await
+    }
+
+    async fn spawn(
+        mut command: Command,
+        kind: Kind,
+        addr: SocketAddr,
+        store: FreshStore,
+        log: &Path,
+    ) -> Res<Server> {
+        let log = std::fs::File::create(log)?;
         command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -318,18 +407,17 @@ impl Server {
         self.pid
     }
 
+    /// CPU seconds of the server process alone.
+    pub(crate) fn own_cpu(&self) -> f64 {
+        cpu_seconds(self.pid)
+    }
+
     /// CPU seconds of the server, and of the PostgreSQL backends serving its database (they
     /// do its storage work; backends that ended meanwhile are not counted).
     pub(crate) fn cpu(&self) -> f64 {
         let own = cpu_seconds(self.pid);
         match &self.store {
-            FreshStore::Database(name) => {
-                own + backend_pids(name)
-                    .into_iter()
-                    .map(cpu_seconds)
-                    .filter(|s| s.is_finite())
-                    .sum::<f64>()
-            }
+            FreshStore::Database(name) => own + backends_cpu(name),
             _ => own,
         }
     }
@@ -344,15 +432,7 @@ impl Server {
             FreshStore::DataDir(dir) => {
                 let _ = std::fs::remove_dir_all(dir);
             }
-            FreshStore::Database(name) => {
-                use sqlx::Connection;
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                    let _ = conn.close().await;
-                }
-            }
+            FreshStore::Database(name) => drop_database(name).await,
             FreshStore::None => {}
         }
         // Write back what this server (and PostgreSQL, dropping its database) left dirty, so

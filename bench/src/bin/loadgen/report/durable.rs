@@ -1,4 +1,4 @@
-//! Sections 7–9 of the page: acknowledged publishes, the backlog replay, and sizes.
+//! Sections 7, 8 and 10 of the page: acknowledged publishes, the backlog replay, and sizes.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -240,11 +240,11 @@ pub(super) fn backlog(md: &mut String, r: &Results, plots: &Path, fonts: bool) {
     md.push('\n');
 }
 
-/// Section 9: sizes. The browser client's size is measured when the npm package is built
+/// Section 10: sizes. The browser client's size is measured when the npm package is built
 /// (`scripts/build-npm`) and recorded by hand in the tuning log; its table or figures are
 /// repeated here.
 pub(super) fn sizes(md: &mut String, tuning_log: &str) {
-    md.push_str("## 9. Sizes\n\n");
+    md.push_str("## 10. Sizes\n\n");
     match browser_client_size(tuning_log) {
         Some((heading, figures)) => {
             let _ = writeln!(

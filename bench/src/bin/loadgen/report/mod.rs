@@ -1,5 +1,6 @@
 //! The results page (`docs/benchmarks.md`), its plots, and the smoke summary.
 
+mod cluster;
 mod durable;
 mod plot;
 mod resilience;
@@ -36,6 +37,23 @@ pub(crate) fn summary(r: &Results) -> (usize, usize) {
     check(&mut tally, "backlog", &r.backlog, |x| {
         x.channel_received == x.channel_publications && x.inbox_received == x.inbox_publications
     });
+    // Several nodes: data flowed to every node's subscribers. Lost, duplicated or reordered
+    // deliveries are printed as VIOLATION lines and shown on the page, not judged here.
+    for run in &r.cluster {
+        match &run.result {
+            Some(x) if x.works() && run.error.is_none() => tally.0 += 1,
+            _ => {
+                tally.1 += 1;
+                println!(
+                    "FAILED: cluster {} {}",
+                    run.result
+                        .as_ref()
+                        .map_or_else(String::new, |x| x.setup().label()),
+                    run.error.clone().unwrap_or_default()
+                );
+            }
+        }
+    }
     tally
 }
 
@@ -180,6 +198,7 @@ fn intro(md: &mut String, r: &Results) {
         ("slow", r.slow.is_empty()),
         ("publish", r.publish.is_empty()),
         ("backlog", r.backlog.is_empty()),
+        ("cluster", r.cluster.is_empty()),
     ]
     .into_iter()
     .filter_map(|(name, empty)| empty.then_some(name))
@@ -265,6 +284,7 @@ pub(crate) fn write(r: &Results, docs: &Path) -> Res<()> {
     resilience::slow(&mut md, r, &plots, fonts);
     durable::publish(&mut md, r);
     durable::backlog(&mut md, r, &plots, fonts);
+    cluster::cluster(&mut md, r);
     // The tuning log is written by hand (what a run showed, what changed, before and after)
     // and carried into the generated page.
     let log = std::fs::read_to_string(docs.join("benchmarks-tuning.md")).unwrap_or_default();
