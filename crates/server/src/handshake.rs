@@ -233,7 +233,7 @@ impl Pending {
     async fn admit(self, socket: WebSocket) {
         // A user id from the path is held to the rules of user ids (it may become one).
         if let Some(user) = &self.expected_user
-            && crate::node::check_sender(user).is_err()
+            && crate::node::check_user_id(user).is_err()
         {
             let reason = "the path's user id must be 1 to 255 bytes without control characters";
             return connection::refuse(socket, Code::BadFrame, reason.to_owned()).await;
@@ -326,7 +326,7 @@ impl Pending {
                 return Err((Code::Unauthenticated, reason));
             }
         };
-        if crate::node::check_sender(&claims.sub).is_err() {
+        if crate::node::check_user_id(&claims.sub).is_err() {
             let reason = "the connect hook named an invalid user id".to_owned();
             return Err((Code::InternalError, reason));
         }

@@ -79,8 +79,9 @@ pub(crate) fn check_channel_name(channel: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// User ids a back end names as a sender: 1–255 bytes, no control characters.
-pub(crate) fn check_sender(sender: &str) -> Result<(), PublishError> {
+/// User ids (a back end's sender, a route's or a connect hook's user): 1–255 bytes, no
+/// control characters.
+pub(crate) fn check_user_id(sender: &str) -> Result<(), PublishError> {
     if sender.is_empty() || sender.len() > 255 || sender.chars().any(char::is_control) {
         return Err(PublishError::InvalidSender(
             "a sender is a user id of 1 to 255 bytes without control characters".to_owned(),
@@ -204,7 +205,7 @@ impl Shared {
             return Err(PublishError::Forbidden(reason));
         }
         if let Caller::BackendFor { sender } = caller {
-            check_sender(sender)?;
+            check_user_id(sender)?;
         }
         self.check_size(&event)?;
         event.validate_standard().map_err(|e| {

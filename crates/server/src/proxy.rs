@@ -159,16 +159,21 @@ impl ProxyClient {
             // Without the URL: the reason reaches clients, the app's address is internal.
             .map_err(|e| HookError::Unavailable(format!("{kind} proxy: {}", e.without_url())))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
+        // Read chunk by chunk so that an oversized answer is refused before it is held.
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
             // Without the URL: the reason reaches clients, the app's address is internal.
-            .map_err(|e| HookError::Unavailable(format!("{kind} proxy: {}", e.without_url())))?;
-        if bytes.len() > MAX_ANSWER_BYTES {
-            return Err(HookError::Failed(format!(
-                "{kind} proxy answered {} bytes (at most {MAX_ANSWER_BYTES})",
-                bytes.len()
-            )));
+            .map_err(|e| HookError::Unavailable(format!("{kind} proxy: {}", e.without_url())))?
+        {
+            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(HookError::Failed(format!(
+                    "{kind} proxy answered more than {MAX_ANSWER_BYTES} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
         }
         // 500 is the app's own failure (a handler that raised): not worth repeating. The
         // other 5xx are a gateway or an app that is down or overloaded.

@@ -262,7 +262,7 @@ impl Tidings {
         event: RawEvent,
     ) -> Result<usize, PublishError> {
         if let Some(sender) = sender {
-            crate::node::check_sender(sender)?;
+            crate::node::check_user_id(sender)?;
         }
         self.shared.check_size(&event)?;
         if let Some(broker) = self.shared.hub.broker() {

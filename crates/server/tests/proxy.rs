@@ -104,6 +104,7 @@ async fn start_app(seen: Arc<Mutex<Seen>>) -> SocketAddr {
                     tokio::time::sleep(Duration::from_secs(3)).await;
                     Json(json!({"data": null})).into_response()
                 }
+                "huge" => Json(json!({"data": "x".repeat(2 << 20)})).into_response(),
                 "invalid" => {
                     Json(json!({"error": {"code": "bad_request", "message": "mood is required"}}))
                         .into_response()
@@ -185,6 +186,9 @@ async fn rpc_goes_to_the_back_end_and_every_failure_is_typed() {
     client.ping_ok().await;
     let slow = client.recv_until(|f| f.id == Some(slow_id)).await;
     assert_eq!(code_of(&slow), 4503);
+    // An answer over 1 MiB is the back end's failure, not an allocation.
+    let huge = client.call("rpc", json!({"method": "huge"})).await;
+    assert_eq!(code_of(&huge), 4500, "{:?}", error(&huge).message);
     let invalid = client.call("rpc", json!({"method": "invalid"})).await;
     assert_eq!(
         (code_of(&invalid), error(&invalid).message.as_str()),

@@ -223,16 +223,33 @@ impl RouteConfig {
         Some(names)
     }
 
-    /// `template` with every `{name}` replaced by the path's value for it.
+    /// `template` with every `{name}` replaced by the path's value for it, in one pass: a
+    /// value that itself reads `{other}` stays as it is.
     pub(crate) fn fill(
         template: &str,
         values: &std::collections::HashMap<String, String>,
     ) -> String {
-        values
-            .iter()
-            .fold(template.to_owned(), |text, (name, value)| {
-                text.replace(&format!("{{{name}}}"), value)
-            })
+        let mut filled = String::with_capacity(template.len());
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            let (before, from_brace) = rest.split_at(open);
+            filled.push_str(before);
+            let name = from_brace
+                .strip_prefix('{')
+                .and_then(|after| after.split_once('}'));
+            match name.and_then(|(name, after)| values.get(name).map(|value| (value, after))) {
+                Some((value, after)) => {
+                    filled.push_str(value);
+                    rest = after;
+                }
+                None => {
+                    filled.push('{');
+                    rest = from_brace.get(1..).unwrap_or_default();
+                }
+            }
+        }
+        filled.push_str(rest);
+        filled
     }
 }
 
@@ -523,6 +540,20 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn route_templates_fill_in_one_pass() {
+        let values: std::collections::HashMap<String, String> = [
+            ("a".to_owned(), "{b}".to_owned()),
+            ("b".to_owned(), "7".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        // A value reading `{b}` is not filled again; unknown names and lone braces stay.
+        assert_eq!(RouteConfig::fill("x:{a}:{b}", &values), "x:{b}:7");
+        assert_eq!(RouteConfig::fill("{c}-{b}-{", &values), "{c}-7-{");
+        assert_eq!(RouteConfig::fill("plain", &values), "plain");
+    }
 
     #[test]
     fn toml_overrides_only_what_it_names() {
